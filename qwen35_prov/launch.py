@@ -1,0 +1,65 @@
+"""One node's launch command: the recipe's flags in the generator's order plus the deployment flags."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Mapping
+
+from .catalog import Gpu, Model, RecipeBook
+from .options import PlanOptions
+from .rules import apply_rules
+
+if TYPE_CHECKING:
+    from .planner import Replica
+
+
+@dataclass(frozen=True)
+class NodeLaunch:
+    replica: int
+    node_rank: int
+    node_index: int
+    node_name: str
+    is_head: bool
+    port: int
+    gpu_ids: tuple[int, ...]
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    rules: tuple[str, ...]
+
+    def shell_line(self) -> str:
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
+        return " ".join(filter(None, [env, shlex.join(self.argv)]))
+
+
+def launch_for_node(*, recipes: RecipeBook, gpu: Gpu, model: Model, precision: str, options: PlanOptions,
+                    repo: str, model_path: str, tp: int, ep: int | None, mem: float | None, mamba_v2: bool,
+                    replica: "Replica", node_rank: int, node_index: int, node_name: str,
+                    dist_init_addr: str) -> NodeLaunch:
+    nnodes = len(replica.node_indexes)
+    facts = {
+        "vendor": gpu.vendor, "gpu": gpu.id, "precision": precision, "model": model.id, "moe": model.moe,
+        "mtp": options.mtp, "mamba_v2": mamba_v2, "tp_gt_1": tp > 1, "has_ep": ep is not None,
+        "has_mem": mem is not None, "multinode": nnodes > 1,
+        "reasoning_parser": options.reasoning_parser, "tool_call_parser": options.tool_call_parser,
+    }
+    values = {"tp": tp, "ep": ep, "mem": mem, "nnodes": nnodes, "node_rank": node_rank,
+              "dist_init_addr": dist_init_addr}
+    recipe_flags, env, applied = apply_rules(recipes.rules, facts, values)
+    argv = [*recipes.entrypoint, "--model-path", model_path, "--served-model-name", repo, *recipe_flags]
+    loader = {"enable_multithread_load": "true", "num_threads": options.loader_threads}
+    argv += ["--context-length", str(options.context_length),
+             "--model-loader-extra-config", json.dumps(loader, separators=(",", ":"))]
+    if gpu.mm_attention_backend:
+        argv += ["--mm-attention-backend", gpu.mm_attention_backend]
+    argv += ["--watchdog-timeout", str(options.watchdog_timeout), "--enable-metrics",
+             "--host", options.host, "--port", str(replica.port)]
+    if replica.gpu_ids[0]:
+        argv += ["--base-gpu-id", str(replica.gpu_ids[0])]
+    if options.cuda_ipc_transport and gpu.vendor == "nvidia":
+        env["SGLANG_USE_CUDA_IPC_TRANSPORT"] = "1"
+    return NodeLaunch(
+        replica=replica.index, node_rank=node_rank, node_index=node_index, node_name=node_name,
+        is_head=node_rank == 0, port=replica.port, gpu_ids=replica.gpu_ids, argv=tuple(argv), env=env,
+        rules=tuple(applied))
