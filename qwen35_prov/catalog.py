@@ -95,8 +95,9 @@ class RecipeBook:
             return None
         base = {k: raw.get(k) for k in ("tp", "ep", "mem")}
         chosen = {**base, **raw["mtp"]} if mtp and "mtp" in raw else base
-        every_tp = [base["tp"]] + ([raw["mtp"]["tp"]] if "mtp" in raw else [])
-        min_tp = min([raw.get("min_tp", chosen["tp"]), *every_tp])
+        # The seed's minimum, where the cell names one, else the cell's own TP; with MTP on, a smaller
+        # TP verified without MTP also holds the weights.
+        min_tp = min(raw.get("min_tp", base["tp"]), chosen["tp"])
         return Cell(tp=chosen["tp"], ep=chosen.get("ep"), mem=chosen.get("mem"), min_tp=min_tp)
 
 

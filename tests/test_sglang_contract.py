@@ -1,0 +1,87 @@
+"""Every command the planner can render passes SGLang 0.5.23's own argument parser.
+
+Needs `sglang==0.5.23` importable (installed --no-deps with CPU torch: tests/requirements-contract.txt).
+Set QWEN35_REQUIRE_CONTRACT=1 (the test command does) to fail instead of skipping when it is missing.
+"""
+
+import argparse
+import itertools
+import json
+import os
+
+import pytest
+
+from qwen35_prov.catalog import load_catalog
+from qwen35_prov.errors import UserError
+from qwen35_prov.options import PlanOptions
+from qwen35_prov.planner import plan
+
+try:
+    import sglang
+    from sglang.srt.server_args import ServerArgs
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    if os.environ.get("QWEN35_REQUIRE_CONTRACT") == "1":
+        raise
+    pytest.skip(f"SGLang's parser is not installed: {exc}", allow_module_level=True)
+
+pytestmark = pytest.mark.contract
+SGLANG_VERSION = load_catalog().recipes.sglang_version
+
+
+@pytest.fixture(scope="module")
+def parser():
+    p = argparse.ArgumentParser(allow_abbrev=False, exit_on_error=False)
+    ServerArgs.add_cli_args(p)
+    return p
+
+
+def every_plan():
+    catalog = load_catalog()
+    for model, precision, gpu, mtp in itertools.product(catalog.models, ("bf16", "fp8", "fp4"), catalog.gpus,
+                                                        (True, False)):
+        cell = catalog.recipes.cell(model, precision, gpu, mtp)
+        if cell is None:
+            continue
+        for count in sorted({max(cell.tp, 8), cell.tp * 2 if cell.tp >= 8 else 8}):
+            yield f"{gpu}x{count}", PlanOptions(model=model, precision=precision, mtp=mtp)
+        if not mtp and catalog.models[model].moe and catalog.gpus[gpu].vendor == "nvidia":
+            yield f"{gpu}x{max(cell.tp, 8)}", PlanOptions(model=model, precision=precision, mtp=False, mamba_cache="v2")
+
+
+def test_the_pinned_version_is_installed():
+    assert sglang.__version__ == SGLANG_VERSION
+
+
+def test_every_rendered_command_parses(parser):
+    checked = 0
+    for cluster, options in every_plan():
+        try:
+            p = plan(cluster, options)
+        except UserError:
+            continue
+        for node in p.nodes:
+            argv = list(node.argv)
+            assert argv[:3] == ["python3", "-m", "sglang.launch_server"]
+            try:
+                args = parser.parse_args(argv[3:])
+            except (argparse.ArgumentError, SystemExit) as exc:
+                pytest.fail(f"{cluster} {options}: SGLang rejects {argv}: {exc}")
+            assert args.tp_size == p.tp
+            assert args.model_path == p.model_path
+            assert args.served_model_name == p.repo
+            assert args.nnodes == len(p.replicas[node.replica].node_indexes)
+            assert args.node_rank == node.node_rank
+            assert args.port == node.port
+            if p.mem_fraction is not None:
+                assert args.mem_fraction_static == p.mem_fraction
+            assert json.loads(args.model_loader_extra_config)["enable_multithread_load"] == "true"
+            checked += 1
+    # 8 models, every precision and GPU the matrix lists, MTP on and off, two cluster sizes, every node
+    assert checked > 300, checked
+
+
+@pytest.mark.parametrize("bad", [["--tp", "2"], ["--mamba-scheduler-strategy", "extra_buffer"],
+                                 ["--attention-backend", "fa9"]])
+def test_the_parser_rejects_what_sglang_would_reject(parser, bad):
+    with pytest.raises((argparse.ArgumentError, SystemExit)):
+        parser.parse_args(["--model-path", "/m", *bad])
