@@ -1,0 +1,387 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+"""Ansible module: read a host's GPU hardware and driver state into ansible_facts.gpu_facts."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: gpu_facts
+short_description: GPU, NVSwitch, InfiniBand, Secure Boot and init-system facts of a GPU server
+description:
+  - Reads what a GPU server has and what its driver reports, without changing anything.
+  - NVIDIA GPUs through C(nvidia-smi -q -x) (falling back to C(--query-gpu) CSV), the driver version also from
+    C(/proc/driver/nvidia/version); AMD GPUs through C(amd-smi static --json) (falling back to C(rocm-smi --json));
+    GPUs and NVSwitches also from PCI in C(/sys/bus/pci/devices), which works before any driver is installed.
+  - InfiniBand devices from C(/sys/class/infiniband); Secure Boot from C(mokutil --sb-state) or EFI variables;
+    whether systemd is the init system from C(/run/systemd/system).
+  - Never fails because something is missing; what could not be read is listed in C(problems). Checks against
+    a plan live in the role's C(preflight.yml).
+options:
+  nvidia_smi:
+    description: nvidia-smi executable (name on PATH or absolute path).
+    type: str
+    default: nvidia-smi
+  amd_smi:
+    description: amd-smi executable (name on PATH or absolute path).
+    type: str
+    default: amd-smi
+  timeout:
+    description: seconds allowed for each vendor tool.
+    type: int
+    default: 60
+author: qwen35-prov
+"""
+
+RETURN = r"""
+ansible_facts:
+  description: C(gpu_facts) (see the role README for every key).
+  returned: always
+  type: dict
+"""
+
+import glob
+import json
+import os
+import re
+import xml.etree.ElementTree as ET
+
+from ansible.module_utils.basic import AnsibleModule
+
+SCHEMA = 1
+NVIDIA_PCI_VENDOR = "0x10de"
+AMD_PCI_VENDOR = "0x1002"
+# PCI class codes (upper 16 bits of the 24-bit class): VGA, 3D controller, display other, processing accelerator.
+GPU_PCI_CLASSES = {"0x0300", "0x0302", "0x0380", "0x1200"}
+NVSWITCH_PCI_CLASS = "0x0680"  # "Bridge: other" is how NVSwitch chips show up on HGX baseboards
+SECURE_BOOT_EFIVAR = "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+QUERY_FIELDS = "index,name,uuid,pci.bus_id,memory.total,driver_version,persistence_mode,mig.mode.current"
+
+
+# ----------------------------------------------------------------------------- parsers (pure, unit-tested)
+
+def _int_mib(text):
+    """'143771 MiB' -> 143771; None when not a number."""
+    if text is None:
+        return None
+    m = re.match(r"\s*(\d+)", str(text))
+    return int(m.group(1)) if m else None
+
+
+def _na(text):
+    text = (text or "").strip()
+    return None if text in ("", "N/A", "[N/A]", "[Not Supported]") else text
+
+
+def driver_branch(version):
+    """'580.159.04' -> 580."""
+    m = re.match(r"(\d+)\.", version or "")
+    return int(m.group(1)) if m else None
+
+
+def parse_nvidia_smi_xml(text):
+    """Parse `nvidia-smi -q -x` output."""
+    root = ET.fromstring(text)
+    gpus = []
+    for i, g in enumerate(root.findall("gpu")):
+        mig = g.find("mig_mode/current_mig")
+        gpus.append({
+            "index": i,
+            "name": (g.findtext("product_name") or "").strip(),
+            "uuid": _na(g.findtext("uuid")),
+            "pci_bus_id": _na(g.findtext("pci/pci_bus_id")) or g.get("id"),
+            "memory_mib": _int_mib(g.findtext("fb_memory_usage/total")),
+            "persistence_mode": _na(g.findtext("persistence_mode")),
+            "mig_mode": _na(mig.text if mig is not None else None),
+            "fabric_state": _na(g.findtext("fabric/state")),
+            "architecture": _na(g.findtext("product_architecture")),
+        })
+    return {
+        "driver_version": _na(root.findtext("driver_version")),
+        "cuda_version": _na(root.findtext("cuda_version")),
+        "gpus": gpus,
+    }
+
+
+def parse_nvidia_query_csv(text):
+    """Parse `nvidia-smi --query-gpu=QUERY_FIELDS --format=csv,noheader,nounits` output."""
+    gpus, driver = [], None
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        cells = [c.strip() for c in line.split(",")]
+        if len(cells) < 8:
+            continue
+        idx, name, uuid, bus, mem, drv, pers, mig = cells[:8]
+        driver = driver or _na(drv)
+        gpus.append({"index": int(idx) if idx.isdigit() else len(gpus), "name": name, "uuid": _na(uuid),
+                     "pci_bus_id": _na(bus), "memory_mib": _int_mib(mem), "persistence_mode": _na(pers),
+                     "mig_mode": _na(mig), "fabric_state": None, "architecture": None})
+    return {"driver_version": driver, "cuda_version": None, "gpus": gpus}
+
+
+def parse_proc_driver_version(text):
+    """/proc/driver/nvidia/version -> (version, 'open'|'proprietary')."""
+    m = re.search(r"NVRM version:.*?Kernel Module(?: for \S+)?\s+(\d+\.\d+(?:\.\d+)?)", text or "")
+    if not m:
+        return None, None
+    flavor = "open" if "Open Kernel Module" in text else "proprietary"
+    return m.group(1), flavor
+
+
+def _amd_value_mib(v):
+    """amd-smi vram size: {'value': 196592, 'unit': 'MB'} or '196592 MB'."""
+    if isinstance(v, dict):
+        value, unit = v.get("value"), str(v.get("unit", "MB"))
+    else:
+        m = re.match(r"\s*(\d+)\s*(\w*)", str(v or ""))
+        if not m:
+            return None
+        value, unit = m.group(1), m.group(2) or "MB"
+    try:
+        value = int(value)
+    except (TypeError, ValueError):
+        return None
+    unit = unit.upper()
+    if unit in ("B", "BYTES"):
+        return value // (1024 * 1024)
+    if unit in ("GB", "GIB"):
+        return value * 1024
+    return value  # amd-smi's "MB" is MiB
+
+
+def parse_amd_smi_static(text):
+    """Parse `amd-smi static --asic --vram --driver --json` (list, or {'gpu_data': [...]} in newer releases)."""
+    data = json.loads(text)
+    if isinstance(data, dict):
+        data = data.get("gpu_data") or data.get("gpus") or [data]
+    gpus, driver = [], None
+    for i, g in enumerate(data):
+        asic = g.get("asic") or {}
+        vram = g.get("vram") or {}
+        drv = g.get("driver") or {}
+        bus = g.get("bus") or {}
+        if not driver and isinstance(drv, dict):
+            driver = _na(str(drv.get("version") or ""))
+        gpus.append({"index": g.get("gpu", i), "name": (asic.get("market_name") or "").strip(),
+                     "uuid": _na(str(asic.get("asic_serial") or "")),
+                     "pci_bus_id": _na(str(bus.get("bdf") or "")) if isinstance(bus, dict) else None,
+                     "memory_mib": _amd_value_mib(vram.get("size")), "persistence_mode": None,
+                     "mig_mode": None, "fabric_state": None, "architecture": _na(str(asic.get("target_graphics_version") or ""))})
+    return {"driver_version": driver, "gpus": gpus}
+
+
+def parse_rocm_smi_json(text):
+    """Parse `rocm-smi --showproductname --showmeminfo vram --json`."""
+    data = json.loads(text)
+    gpus = []
+    for key in sorted((k for k in data if k.startswith("card")), key=lambda k: int(re.sub(r"\D", "", k) or 0)):
+        card = data[key]
+        total = card.get("VRAM Total Memory (B)")
+        gpus.append({"index": int(re.sub(r"\D", "", key) or len(gpus)),
+                     "name": (card.get("Card Series") or card.get("Card series") or "").strip(),
+                     "uuid": _na(card.get("Unique ID")), "pci_bus_id": None,
+                     "memory_mib": int(total) // (1024 * 1024) if str(total or "").isdigit() else None,
+                     "persistence_mode": None, "mig_mode": None, "fabric_state": None, "architecture": None})
+    return {"driver_version": None, "gpus": gpus}
+
+
+def scan_pci(root="/sys/bus/pci/devices"):
+    counts = {"nvidia_gpus": 0, "amd_gpus": 0, "nvswitches": 0}
+    for dev in glob.glob(os.path.join(root, "*")):
+        vendor = _read(os.path.join(dev, "vendor"))
+        cls = (_read(os.path.join(dev, "class")) or "")[:6]
+        if vendor == NVIDIA_PCI_VENDOR and cls in GPU_PCI_CLASSES:
+            counts["nvidia_gpus"] += 1
+        elif vendor == NVIDIA_PCI_VENDOR and cls == NVSWITCH_PCI_CLASS:
+            counts["nvswitches"] += 1
+        elif vendor == AMD_PCI_VENDOR and cls in GPU_PCI_CLASSES:
+            counts["amd_gpus"] += 1
+    return counts
+
+
+def scan_infiniband(root="/sys/class/infiniband"):
+    devices = []
+    for dev in sorted(glob.glob(os.path.join(root, "*"))):
+        ports = []
+        for port in sorted(glob.glob(os.path.join(dev, "ports", "*")), key=lambda p: int(os.path.basename(p) or 0)
+                           if os.path.basename(p).isdigit() else 0):
+            ports.append({"port": int(os.path.basename(port)) if os.path.basename(port).isdigit() else os.path.basename(port),
+                          "state": _read(os.path.join(port, "state")),
+                          "link_layer": _read(os.path.join(port, "link_layer")),
+                          "rate": _read(os.path.join(port, "rate"))})
+        devices.append({"name": os.path.basename(dev), "ports": ports})
+    return devices
+
+
+def parse_mokutil(text):
+    t = (text or "").lower()
+    if "secureboot enabled" in t:
+        return "enabled"
+    if "secureboot disabled" in t:
+        return "disabled"
+    if "not support" in t or "efi variables are not supported" in t:
+        return "not-efi"
+    return "unknown"
+
+
+def secure_boot_from_efivars(efi_root="/sys/firmware/efi"):
+    if not os.path.isdir(efi_root):
+        return "not-efi"
+    var = os.path.join(efi_root, "efivars", SECURE_BOOT_EFIVAR)
+    try:
+        with open(var, "rb") as f:
+            data = f.read()
+    except OSError:
+        return "unknown"
+    # 4 bytes of attributes, then one byte of value
+    return "enabled" if len(data) >= 5 and data[4] == 1 else "disabled"
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def summarize(vendor, tool, gpus, driver_version, extra):
+    names = []
+    for g in gpus:
+        if g["name"] and g["name"] not in names:
+            names.append(g["name"])
+    mems = [g["memory_mib"] for g in gpus if g.get("memory_mib")]
+    facts = {
+        "schema": SCHEMA,
+        "vendor": vendor,
+        "count": len(gpus),
+        "count_source": tool,
+        "models": names,
+        "model": names[0] if len(names) == 1 else (", ".join(names) if names else None),
+        "memory_mib": min(mems) if mems else None,
+        "gpus": gpus,
+        "driver_version": driver_version,
+        "driver_branch": driver_branch(driver_version),
+        "mig_enabled": any((g.get("mig_mode") or "").lower() == "enabled" for g in gpus),
+        "persistence_enabled": bool(gpus) and all((g.get("persistence_mode") or "").lower() == "enabled"
+                                                  for g in gpus),
+    }
+    facts.update(extra)
+    return facts
+
+
+# ----------------------------------------------------------------------------- the module
+
+def gather(module):
+    problems = []
+    timeout = module.params["timeout"]
+    timeout_bin = module.get_bin_path("timeout")
+
+    def run(argv):
+        exe = argv[0] if os.path.isabs(argv[0]) else module.get_bin_path(argv[0])
+        if not exe or not os.access(exe, os.X_OK):
+            return None, None
+        prefix = [timeout_bin, str(timeout)] if timeout_bin else []
+        rc, out, err = module.run_command(prefix + [exe] + argv[1:], check_rc=False, environ_update={"LC_ALL": "C"})
+        if rc != 0:
+            last = ((err or out or "").strip().splitlines() or [""])[-1]
+            why = "timed out after %ds" % timeout if rc == 124 and timeout_bin else "exited %d: %s" % (rc, last)
+            problems.append("%s %s" % (" ".join(argv), why))
+            return exe, None
+        return exe, out
+
+    pci = scan_pci()
+    ib = scan_infiniband()
+    proc_version, flavor = parse_proc_driver_version(_read("/proc/driver/nvidia/version"))
+    mokutil_path = module.get_bin_path("mokutil")
+    if mokutil_path:
+        rc, out, err = module.run_command([mokutil_path, "--sb-state"], check_rc=False)
+        secure_boot = parse_mokutil(out + err)
+        if secure_boot == "unknown":
+            secure_boot = secure_boot_from_efivars()
+    else:
+        secure_boot = secure_boot_from_efivars()
+    tools = {}
+    common = {
+        "pci": pci,
+        "nvswitch_count": pci["nvswitches"],
+        "infiniband": ib,
+        "infiniband_devices": [d["name"] for d in ib],
+        "secure_boot": secure_boot,
+        "systemd": os.path.isdir("/run/systemd/system"),
+        "devices": {p: os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/kfd", "/dev/dri")},
+        "kernel_module_flavor": flavor,
+        "proc_driver_version": proc_version,
+        "tools": tools,
+        "problems": problems,
+    }
+
+    # NVIDIA
+    exe, out = run([module.params["nvidia_smi"], "-q", "-x"])
+    tools["nvidia-smi"] = exe
+    parsed = None
+    if out:
+        try:
+            parsed = parse_nvidia_smi_xml(out)
+        except ET.ParseError as e:
+            problems.append("nvidia-smi -q -x: unreadable XML (%s); trying --query-gpu" % e)
+    if exe and (parsed is None or not parsed["gpus"]):
+        _, out = run([module.params["nvidia_smi"], "--query-gpu=" + QUERY_FIELDS, "--format=csv,noheader,nounits"])
+        if out:
+            parsed = parse_nvidia_query_csv(out)
+    if parsed and parsed["gpus"]:
+        fabric = [g["fabric_state"] for g in parsed["gpus"] if g.get("fabric_state")]
+        extra = dict(common, cuda_version=parsed.get("cuda_version"), fabric_state=fabric[0] if fabric else None,
+                     nvswitch_present=pci["nvswitches"] > 0 or bool(fabric))
+        return summarize("nvidia", "nvidia-smi", parsed["gpus"], parsed["driver_version"] or proc_version, extra)
+
+    # AMD
+    exe, out = run([module.params["amd_smi"], "static", "--asic", "--vram", "--driver", "--json"])
+    tools["amd-smi"] = exe
+    parsed = None
+    if out:
+        try:
+            parsed = parse_amd_smi_static(out)
+        except (ValueError, AttributeError, TypeError) as e:
+            problems.append("amd-smi static --json: unreadable output (%s)" % e)
+    if not (parsed and parsed["gpus"]):
+        exe2, out = run(["rocm-smi", "--showproductname", "--showmeminfo", "vram", "--json"])
+        tools["rocm-smi"] = exe2
+        if out:
+            try:
+                parsed = parse_rocm_smi_json(out)
+            except (ValueError, AttributeError, TypeError) as e:
+                problems.append("rocm-smi --json: unreadable output (%s)" % e)
+    if parsed and parsed["gpus"]:
+        drv = parsed["driver_version"] or _read("/sys/module/amdgpu/version")
+        extra = dict(common, cuda_version=None, fabric_state=None, nvswitch_present=False)
+        return summarize("amd", "amd-smi" if tools.get("amd-smi") else "rocm-smi", parsed["gpus"], drv, extra)
+
+    # No vendor tool answered: what PCI shows (a host before its driver is installed, or one without GPUs).
+    if pci["nvidia_gpus"]:
+        vendor, count = "nvidia", pci["nvidia_gpus"]
+    elif pci["amd_gpus"]:
+        vendor, count = "amd", pci["amd_gpus"]
+    else:
+        vendor, count = "none", 0
+    extra = dict(common, cuda_version=None, fabric_state=None, nvswitch_present=pci["nvswitches"] > 0)
+    facts = summarize(vendor, "pci" if count else None, [], proc_version, extra)
+    facts["count"] = count
+    return facts
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            nvidia_smi=dict(type="str", default="nvidia-smi"),
+            amd_smi=dict(type="str", default="amd-smi"),
+            timeout=dict(type="int", default=60),
+        ),
+        supports_check_mode=True,
+    )
+    module.exit_json(changed=False, ansible_facts={"gpu_facts": gather(module)})
+
+
+if __name__ == "__main__":
+    main()
