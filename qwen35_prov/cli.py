@@ -105,6 +105,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 COMMANDS: list[tuple[str, Callable[[argparse.ArgumentParser], None]]] = []
 
+from .sandbox.cli import register as _register_sandbox  # noqa: E402
+
+COMMANDS.append(("sandbox", _register_sandbox))
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(

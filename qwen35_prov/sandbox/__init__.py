@@ -1,0 +1,21 @@
+"""The sandbox: a cluster of systemd containers (podman) that stands in for GPU servers.
+
+Python API:
+  create(cluster, name=None, gpus_per_node=None, progress=print) -> Path of .sandbox/NAME/fleet.yml
+  create_sandbox(...) -> CreateResult(sandbox: Sandbox, created: bool)
+  destroy(name) -> bool ; destroy_all() -> [names]
+  status(name=None) -> [Sandbox(name, cluster, dir, fleet, network, nodes=[Node(name, state, address, interface)])]
+  ensure_image() -> "localhost/qwen35-node:<recipe hash>" ; image_ref() -> the same without building
+  ssh_argv(folder, address, *command) -> an OpenSSH command line for a node
+"""
+
+from .image import IMAGE_REPO, ensure_image, image_ref, recipe_hash
+from .nodes import (CreateResult, Node, Sandbox, create, create_sandbox, destroy, destroy_all, network_name,
+                    node_name, sandbox_root, ssh_argv, status)
+from .podman import CONTAINERS_CONF, REPO_ROOT, podman
+
+__all__ = [
+    "IMAGE_REPO", "ensure_image", "image_ref", "recipe_hash", "CreateResult", "Node", "Sandbox", "create",
+    "create_sandbox", "destroy", "destroy_all", "network_name", "node_name", "sandbox_root", "ssh_argv", "status",
+    "CONTAINERS_CONF", "REPO_ROOT", "podman",
+]
