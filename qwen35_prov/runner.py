@@ -1,0 +1,213 @@
+"""Runs playbooks through ansible-runner, turning its event stream into live progress and a summary."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PLAYBOOKS = REPO_ROOT / "playbooks"
+ROLES = REPO_ROOT / "roles"
+
+
+@dataclass
+class HostCounts:
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"ok": self.ok, "changed": self.changed, "failed": self.failed + self.unreachable,
+                "unreachable": self.unreachable, "skipped": self.skipped}
+
+
+@dataclass
+class Failure:
+    host: str
+    phase: str
+    task: str
+    message: str
+
+
+@dataclass
+class RunResult:
+    status: str
+    rc: int
+    hosts: dict[str, HostCounts] = field(default_factory=dict)
+    phases: list[tuple[str, float]] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    facts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    artifacts: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def _message(res: dict[str, Any]) -> str:
+    for key in ("msg", "stderr", "reason", "module_stderr"):
+        value = res.get(key)
+        if value:
+            text = value if isinstance(value, str) else str(value)
+            return " ".join(text.strip().split())[:600]
+    if res.get("results"):
+        failed = [r for r in res["results"] if isinstance(r, dict) and r.get("failed")]
+        if failed:
+            return _message(failed[0])
+    return "failed (no message)"
+
+
+class Progress:
+    """Prints what happens on which host while it happens: a line per phase, per change and per failure."""
+
+    def __init__(self, stream=None, verbose: bool = False) -> None:
+        from rich.console import Console
+
+        self.console = Console(file=stream or sys.stderr, highlight=False)
+        self.verbose = verbose
+        self._phase_started = 0.0
+
+    def phase(self, name: str) -> None:
+        self.console.print(f"[bold cyan]==>[/] [bold]{name}[/]")
+
+    def phase_done(self, name: str, seconds: float) -> None:
+        self.console.print(f"    [dim]{name}: {seconds:.1f} s[/]")
+
+    def task(self, name: str) -> None:
+        if self.verbose:
+            self.console.print(f"    [dim]- {name}[/]")
+
+    def changed(self, host: str, task: str) -> None:
+        self.console.print(f"    [yellow]~[/] {host}: {task}")
+
+    def failed(self, failure: Failure) -> None:
+        self.console.print(f"    [bold red]x {failure.host}[/]: {failure.task}: {failure.message}")
+
+    def unreachable(self, host: str, message: str) -> None:
+        self.console.print(f"    [bold red]x {host} unreachable[/]: {message}")
+
+
+class _EventCollector:
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+        self.result = RunResult(status="ok", rc=0)
+        self.phase = ""
+        self.phase_start = 0.0
+        self.task = ""
+
+    def _close_phase(self) -> None:
+        if self.phase:
+            seconds = time.monotonic() - self.phase_start
+            self.result.phases.append((self.phase, round(seconds, 1)))
+            if self.progress:
+                self.progress.phase_done(self.phase, seconds)
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        name = event.get("event")
+        data = event.get("event_data", {})
+        if name == "playbook_on_play_start":
+            self._close_phase()
+            self.phase = data.get("play", "") or data.get("name", "")
+            self.phase_start = time.monotonic()
+            if self.progress:
+                self.progress.phase(self.phase)
+        elif name == "playbook_on_task_start":
+            self.task = data.get("task", "")
+            if self.progress:
+                self.progress.task(self.task)
+        elif name in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable", "runner_on_skipped"):
+            host = data.get("host", "?")
+            counts = self.result.hosts.setdefault(host, HostCounts())
+            res = data.get("res", {}) or {}
+            if name == "runner_on_ok":
+                counts.ok += 1
+                if res.get("changed"):
+                    counts.changed += 1
+                    if self.progress:
+                        self.progress.changed(host, data.get("task", self.task))
+                facts = res.get("ansible_facts", {})
+                if "qwen35_report" in facts:
+                    self.result.facts.setdefault(host, {}).update(facts["qwen35_report"])
+            elif name == "runner_on_skipped":
+                counts.skipped += 1
+            elif name == "runner_on_failed" and not data.get("ignore_errors"):
+                counts.failed += 1
+                failure = Failure(host, self.phase, data.get("task", self.task), _message(res))
+                self.result.failures.append(failure)
+                if self.progress:
+                    self.progress.failed(failure)
+            elif name == "runner_on_unreachable":
+                counts.unreachable += 1
+                failure = Failure(host, self.phase, data.get("task", self.task), "unreachable: " + _message(res))
+                self.result.failures.append(failure)
+                if self.progress:
+                    self.progress.unreachable(host, _message(res))
+        elif name == "playbook_on_stats":
+            self._close_phase()
+            self.phase = ""
+        return True
+
+
+def run_playbook(playbook: str, inventory: Path, *, state_dir: Path, extravars: dict[str, Any] | None = None,
+                 check: bool = False, tags: str | None = None, limit: str | None = None,
+                 progress: Progress | None = None, envvars: dict[str, str] | None = None) -> RunResult:
+    import ansible_runner
+
+    private = state_dir / "runner"
+    private.mkdir(parents=True, exist_ok=True)
+    collector = _EventCollector(progress)
+    cmdline = []
+    if check:
+        cmdline += ["--check", "--diff"]
+    if tags:
+        cmdline += ["--tags", tags]
+    env = {
+        "ANSIBLE_ROLES_PATH": str(ROLES),
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_FORCE_COLOR": "False",
+        "ANSIBLE_NOCOLOR": "True",
+        **(envvars or {}),
+    }
+    runner = ansible_runner.run(
+        private_data_dir=str(private),
+        project_dir=str(PLAYBOOKS),
+        playbook=str(PLAYBOOKS / playbook),
+        inventory=str(inventory),
+        extravars=extravars or {},
+        envvars=env,
+        cmdline=" ".join(cmdline) or None,
+        limit=limit,
+        quiet=True,
+        event_handler=collector,
+        rotate_artifacts=5,
+        suppress_env_files=True,
+    )
+    result = collector.result
+    result.rc = runner.rc
+    result.artifacts = str(runner.config.artifact_dir)
+    if runner.rc != 0 or runner.status != "successful" or result.failures:
+        result.status = "failed"
+    if result.status == "failed" and not result.failures:
+        stdout = (Path(runner.config.artifact_dir) / "stdout")
+        tail = stdout.read_text(errors="replace").strip().splitlines()[-5:] if stdout.exists() else []
+        result.failures.append(Failure("-", collector.phase or "ansible", "ansible-playbook",
+                                       " / ".join(tail) or f"exit status {runner.rc}"))
+    return result
+
+
+def summarize(result: RunResult, endpoints: list[str]) -> dict[str, Any]:
+    return {
+        "status": result.status,
+        "endpoints": endpoints,
+        "hosts": {h: c.as_dict() for h, c in sorted(result.hosts.items())},
+        "phases": [{"name": n, "seconds": s} for n, s in result.phases],
+        "failures": [f.__dict__ for f in result.failures],
+        "artifacts": result.artifacts,
+    }
