@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from . import __version__
 from .errors import UserError
@@ -103,11 +104,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: list[tuple[str, Callable[[argparse.ArgumentParser], None]]] = []
-
-from .sandbox.cli import register as _register_sandbox  # noqa: E402
-
-COMMANDS.append(("sandbox", _register_sandbox))
+# Modules that add their own subcommands through register(subparsers), in --help order.
+COMMAND_MODULES = ("probe", "inventory", "sandbox.cli", "rollout")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the plan as JSON (docs/plan-schema.md)")
     p.set_defaults(func=cmd_plan)
 
-    for _name, register in COMMANDS:
-        register(sub)
+    for module in COMMAND_MODULES:
+        importlib.import_module(f".{module}", __package__).register(sub)
     return parser
 
 

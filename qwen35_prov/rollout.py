@@ -1,0 +1,237 @@
+"""`qwen35-prov up / status / validate / down / preflight`: the rollout through ansible-runner."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+from .runner import Progress, RunResult, run_playbook, summarize
+
+
+def state_root() -> Path:
+    return Path(os.environ.get("QWEN35_STATE_DIR", ".qwen35-prov")).resolve()
+
+
+def _inventory_dir(name: str) -> Path:
+    return state_root() / name / "inventory"
+
+
+def _read_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def endpoints_of(inventory: Path) -> list[str]:
+    """http://HEAD:PORT/v1 for every replica head of an inventory."""
+    hosts = _read_yaml(inventory / "hosts.yml")["all"]["children"]["qwen35_nodes"]["hosts"]
+    urls = []
+    for name, conn in hosts.items():
+        host_vars = _read_yaml(inventory / "host_vars" / f"{name}.yml")
+        for launch in host_vars.get("qwen35_launches", []):
+            if launch["is_head"]:
+                urls.append((launch["replica"], f"http://{(conn or {}).get('ansible_host', name)}:{launch['port']}/v1"))
+    return [u for _, u in sorted(urls)]
+
+
+def resolve_inventory(args: argparse.Namespace) -> tuple[Path, str]:
+    """The inventory a read command works on: --inventory DIR, or the one `up` wrote for --cluster."""
+    if getattr(args, "inventory", None):
+        inv = Path(args.inventory)
+        if not (inv / "hosts.yml").exists():
+            raise UserError(f"--inventory {inv}: no hosts.yml there (write one with `qwen35-prov inventory`)")
+        return inv.resolve(), inv.resolve().name
+    if not getattr(args, "cluster", None):
+        known = sorted(p.parent.name for p in state_root().glob("*/inventory/hosts.yml"))
+        hint = f"; deployed here: {', '.join(known)}" if known else ""
+        raise UserError(f"say which deployment: --cluster C or --inventory DIR{hint}")
+    inv = _inventory_dir(args.cluster)
+    if not (inv / "hosts.yml").exists():
+        raise UserError(f"no deployment of {args.cluster} under {state_root()}: run `qwen35-prov up --cluster "
+                        f"{args.cluster} ...` first, or pass --inventory DIR")
+    return inv, args.cluster
+
+
+def sandbox_extravars(name: str) -> dict[str, Any]:
+    """What the sandbox's hosts need in place of vendor repositories, registries, the hub and GPUs."""
+    from .sandbox.services import start_services
+
+    return start_services(name)
+
+
+def _print_summary(kind: str, result: RunResult, endpoints: list[str], started: float, as_json: bool,
+                   extra: dict[str, Any] | None = None) -> None:
+    from .cli import print_json
+
+    data = {**summarize(result, endpoints), "seconds": round(time.monotonic() - started, 1), **(extra or {})}
+    if as_json:
+        print_json(data)
+        return
+    out = sys.stdout
+    print(f"\n{kind}: {result.status.upper()} in {data['seconds']} s", file=out)
+    for host, counts in data["hosts"].items():
+        print(f"  {host:<28} ok={counts['ok']:<4} changed={counts['changed']:<4} failed={counts['failed']}", file=out)
+    if data["phases"]:
+        print("  time per phase: " + ", ".join(f"{p['name']} {p['seconds']} s" for p in data["phases"]), file=out)
+    for f in data["failures"]:
+        print(f"  FAILED {f['host']} [{f['phase']}] {f['task']}: {f['message']}", file=out)
+    for url in endpoints:
+        print(f"  endpoint: {url}", file=out)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from .cli import plan_options_from
+    from .inventory import write_inventory
+
+    if bool(args.sandbox) == bool(args.fleet):
+        raise UserError("say where to deploy: --fleet FILE (your machines) or --sandbox (local containers)")
+    started = time.monotonic()
+    progress = Progress(verbose=args.verbose)
+    options = plan_options_from(args)
+    extravars: dict[str, Any] = {}
+    if args.sandbox:
+        from . import sandbox
+
+        progress.phase(f"sandbox {args.cluster}")
+        fleet = sandbox.create(args.cluster, gpus_per_node=args.gpus_per_node,
+                               progress=lambda m: progress.console.print(f"    {m}"))
+        name = Path(fleet).parent.name
+    else:
+        fleet, name = Path(args.fleet), args.cluster
+    inventory = write_inventory(args.cluster, fleet, _inventory_dir(name), options,
+                                gpus_per_node=args.gpus_per_node, weights_dir_given=args.weights_dir is not None)
+    progress.console.print(f"    inventory: {inventory}")
+    if args.sandbox:
+        extravars.update(sandbox_extravars(name))
+    result = run_playbook("up.yml", inventory, state_dir=state_root() / name, extravars=extravars,
+                          check=args.check, tags=args.tags, progress=progress)
+    endpoints = endpoints_of(inventory)
+    extra = {"inventory": str(inventory), "check": bool(args.check)}
+    if args.sandbox:
+        extra["note"] = ("sandbox: the endpoint is served by the TEST DOUBLE of the inference engine "
+                         "(tests/doubles/sglang_standin), not SGLang; no GPU exists here")
+    _print_summary("up", result, endpoints, started, args.json, extra)
+    if args.sandbox and not args.json and result.ok:
+        print(f"  note: {extra['note']}")
+    return 0 if result.ok else 1
+
+
+def _run_read(args: argparse.Namespace, playbook: str, kind: str) -> tuple[RunResult, Path, float]:
+    inventory, name = resolve_inventory(args)
+    started = time.monotonic()
+    progress = None if args.json else Progress()
+    extravars = sandbox_extravars(name) if (state_root() / name).exists() and _is_sandbox(name) else {}
+    result = run_playbook(playbook, inventory, state_dir=state_root() / name, extravars=extravars, progress=progress)
+    return result, inventory, started
+
+
+def _is_sandbox(name: str) -> bool:
+    from .sandbox import sandbox_root
+
+    return (sandbox_root() / name / "fleet.yml").exists()
+
+
+def _report_rows(result: RunResult, key: str) -> list[dict[str, Any]]:
+    rows = []
+    for host, facts in sorted(result.facts.items()):
+        for row in facts.get(key, []):
+            rows.append({"host": host, **row})
+    return rows
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .cli import print_json
+
+    result, inventory, started = _run_read(args, "status.yml", "status")
+    rows = _report_rows(result, "status")
+    if args.json:
+        print_json({"status": result.status, "endpoints": endpoints_of(inventory), "nodes": rows,
+                    "failures": [f.__dict__ for f in result.failures]})
+    else:
+        print(f"{'NODE':<24} {'UNIT':<34} {'STATE':<10} {'HEALTH':<8} GPU MEMORY USED")
+        for r in rows:
+            print(f"{r['host']:<24} {r['unit']:<34} {r['state']:<10} {r.get('health', '-'):<8} {r.get('gpu_memory', '-')}")
+        for f in result.failures:
+            print(f"FAILED {f.host}: {f.task}: {f.message}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .cli import print_json
+
+    result, inventory, started = _run_read(args, "verify.yml", "validate")
+    rows = _report_rows(result, "checks")
+    passed = result.ok and rows and all(r["ok"] for r in rows)
+    if args.json:
+        print_json({"status": "ok" if passed else "failed", "checks": rows,
+                    "failures": [f.__dict__ for f in result.failures]})
+    else:
+        for r in rows:
+            print(f"{'PASS' if r['ok'] else 'FAIL'}  {r['host']:<24} {r['check']:<28} {r.get('detail', '')}")
+        for f in result.failures:
+            print(f"FAIL  {f.host:<24} {f.task}: {f.message}")
+        print(f"validate: {sum(r['ok'] for r in rows)} passed, {sum(not r['ok'] for r in rows) + len(result.failures)} failed")
+    return 0 if passed else 1
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    inventory, name = resolve_inventory(args)
+    started = time.monotonic()
+    progress = None if args.json else Progress()
+    result = run_playbook("down.yml", inventory, state_dir=state_root() / name,
+                          extravars={"qwen35_purge_weights": bool(args.purge_weights)}, progress=progress)
+    _print_summary("down", result, [], started, args.json, {"purge_weights": bool(args.purge_weights)})
+    return 0 if result.ok else 1
+
+
+def cmd_preflight(args: argparse.Namespace) -> int:
+    if not args.nccl:
+        raise UserError("choose a preflight: --nccl (all-reduce bandwidth across each replica's GPUs)")
+    result, inventory, started = _run_read(args, "preflight.yml", "preflight")
+    _print_summary("preflight", result, [], started, args.json)
+    return 0 if result.ok else 1
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from .cli import add_plan_options
+
+    p = sub.add_parser(
+        "up", help="plan, write the inventory and roll the whole deployment out",
+        description="Plan the deployment, write its inventory under $QWEN35_STATE_DIR (default ./.qwen35-prov), "
+                    "and run playbooks/up.yml through ansible-runner: validate, facts and preflight, drivers, "
+                    "container runtime, image, weights, server, readiness, smoke. Live progress per host and phase; "
+                    "a summary with every replica's endpoint at the end.",
+        epilog="Examples: qwen35-prov up --cluster h100x16 --sandbox ; qwen35-prov up --cluster prod --fleet fleet.yml --check")
+    p.add_argument("--cluster", required=True, help="<gpu>x<count>, or a cluster named in the fleet file")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--fleet", help="your machines (docs/fleet.md)")
+    where.add_argument("--sandbox", action="store_true",
+                       help="local systemd containers (created if missing); GPUs and the engine are test doubles")
+    add_plan_options(p)
+    p.set_defaults(weights_dir=None)
+    p.add_argument("--check", action="store_true", help="dry run: Ansible check mode with diff, changes nothing")
+    p.add_argument("--tags", help="run only these phases (Ansible tags, comma separated)")
+    p.add_argument("--verbose", action="store_true", help="print every task as it starts")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON (status, hosts, endpoints, phases)")
+    p.set_defaults(func=cmd_up)
+
+    for name, func, text in (
+            ("status", cmd_status, "per node: unit state, health, GPU memory in use"),
+            ("validate", cmd_validate, "one check per line per node; exit 0 only when all pass"),
+            ("down", cmd_down, "stop and disable the SGLang units (weights stay unless --purge-weights)"),
+            ("preflight", cmd_preflight, "checks before serving: --nccl runs the all-reduce bandwidth check")):
+        p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        target = p.add_mutually_exclusive_group()
+        target.add_argument("--cluster", help="the cluster `up` deployed")
+        target.add_argument("--inventory", help="an inventory folder written by `qwen35-prov inventory`")
+        if name == "down":
+            p.add_argument("--purge-weights", action="store_true", help="also delete the model weights")
+        if name == "preflight":
+            p.add_argument("--nccl", action="store_true", help="all-reduce bus bandwidth across each replica")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(func=func)
