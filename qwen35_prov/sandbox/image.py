@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -89,8 +90,26 @@ def image_ref() -> str:
     return f"{IMAGE_REPO}:{recipe_hash()}"
 
 
-def apt_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
-    """The Debian mirror this machine's apt uses (deb822 `URIs:` first, then one-line sources.list)."""
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+
+
+def _os_id(os_release: Path = Path("/etc/os-release")) -> str:
+    try:
+        m = re.search(r'^ID="?([^"\n]+)"?', os_release.read_text(), re.M)
+    except OSError:
+        return ""
+    return m.group(1) if m else ""
+
+
+def apt_mirror(sources_dir: Path = Path("/etc/apt"), os_id: str | None = None) -> str:
+    """The Debian mirror to debootstrap from: $QWEN35_DEBIAN_MIRROR, else this Debian machine's own apt mirror
+    (deb822 `URIs:` first, then one-line sources.list), else deb.debian.org (e.g. on Ubuntu, whose mirrors
+    carry no bookworm)."""
+    override = os.environ.get("QWEN35_DEBIAN_MIRROR")
+    if override:
+        return override
+    if (os_id if os_id is not None else _os_id()) != "debian":
+        return DEFAULT_MIRROR
     candidates = sorted((sources_dir / "sources.list.d").glob("*.sources")) if (sources_dir / "sources.list.d").is_dir() else []
     for path in candidates:
         for stanza in path.read_text().split("\n\n"):
@@ -108,7 +127,7 @@ def apt_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
             m = re.match(r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)", line)
             if m and "security" not in m.group(1) and "security" not in m.group(2):
                 return m.group(1)
-    return "http://deb.debian.org/debian"
+    return DEFAULT_MIRROR
 
 
 def _lock(path: Path):
