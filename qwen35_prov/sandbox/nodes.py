@@ -301,6 +301,13 @@ def _tar(entries: list[tuple[str, bytes | Path, int]]) -> bytes:
     return buf.getvalue()
 
 
+def doubles_config(spec: ClusterSpec) -> dict:
+    """What the GPU test doubles of one node pretend to hold: the cluster's GPU kind (catalog) x GPUs per node."""
+    return {"gpu": spec.gpu.id, "vendor": spec.gpu.vendor, "name": spec.gpu.name,
+            "memory_mib": spec.gpu.memory_mib, "architecture": spec.gpu.architecture,
+            "count": spec.gpus_per_node, "note": "TEST DOUBLE configuration written by qwen35-prov sandbox"}
+
+
 def _doubles_entries(spec: ClusterSpec) -> list[tuple[str, bytes | Path, int]]:
     """The GPU test doubles for the cluster's vendor (sandbox only, never installed by a role)."""
     tools = DOUBLES_BY_VENDOR[spec.gpu.vendor]
@@ -308,9 +315,7 @@ def _doubles_entries(spec: ClusterSpec) -> list[tuple[str, bytes | Path, int]]:
     if missing or not FIXTURES_DIR.is_dir():
         raise UserError(f"the GPU test doubles are missing under {DOUBLES_DIR} / {FIXTURES_DIR}: "
                         "the sandbox needs the repository checkout")
-    config = {"gpu": spec.gpu.id, "vendor": spec.gpu.vendor, "name": spec.gpu.name,
-              "memory_mib": spec.gpu.memory_mib, "architecture": spec.gpu.architecture,
-              "count": spec.gpus_per_node, "note": "TEST DOUBLE configuration written by qwen35-prov sandbox"}
+    config = doubles_config(spec)
     entries: list[tuple[str, bytes | Path, int]] = [
         (f"/usr/local/bin/{t}", DOUBLES_DIR / t, 0o755) for t in tools]
     entries.append((DOUBLES_CONFIG, (json.dumps(config, indent=2) + "\n").encode(), 0o644))
