@@ -141,19 +141,20 @@ def test_amd_smi_static_list_metric_follow_the_catalog(gpu, tmp_path):
     spec = f"{gpu}x16"
     cfg = cluster_config(spec)
     catalog_gpu = load_catalog().gpus[gpu]
-    static = json.loads(run("amd-smi", "static", "--json", config=cfg, tmp_path=tmp_path).stdout)
+    static = json.loads(run("amd-smi", "static", "--json", config=cfg, tmp_path=tmp_path).stdout)["gpu_data"]
     assert [g["gpu"] for g in static] == list(range(8))
     assert {g["asic"]["market_name"] for g in static} == {catalog_gpu.name}
     assert {g["vram"]["size"]["value"] for g in static} == {catalog_gpu.memory_mib}
     assert {g["vram"]["size"]["unit"] for g in static} == {"MB"}
     assert len({g["bus"]["bdf"] for g in static}) == 8
-    listed = json.loads(run("amd-smi", "list", "--json", config=cfg, tmp_path=tmp_path).stdout)
+    listed = json.loads(run("amd-smi", "list", "--json", config=cfg, tmp_path=tmp_path).stdout)["gpu_data"]
     assert [g["bdf"] for g in listed] == [g["bus"]["bdf"] for g in static]
-    metric = json.loads(run("amd-smi", "metric", "--json", "-g", "2", config=cfg, tmp_path=tmp_path).stdout)
+    metric = json.loads(run("amd-smi", "metric", "--json", "-g", "2", config=cfg, tmp_path=tmp_path).stdout)["gpu_data"]
     assert [m["gpu"] for m in metric] == [2]
     assert metric[0]["mem_usage"]["total_vram"] == {"value": catalog_gpu.memory_mib, "unit": "MB"}
-    rocm = json.loads(run("rocm-smi", "--showproductname", "--showmeminfo", "vram", "--json",
+    rocm = json.loads(run("rocm-smi", "--showproductname", "--showmeminfo", "vram", "--showdriverversion", "--json",
                           config=cfg, tmp_path=tmp_path).stdout)
+    assert rocm["system"]["Driver version"]
     cards = {k: v for k, v in rocm.items() if k.startswith("card")}
     assert len(cards) == 8
     assert {c["Card Series"] for c in cards.values()} == {catalog_gpu.name}
@@ -161,10 +162,10 @@ def test_amd_smi_static_list_metric_follow_the_catalog(gpu, tmp_path):
 
 
 def test_amd_smi_sections_wrapper_and_errors(tmp_path):
-    cfg = {**cluster_config("mi300xx8"), "amd_smi_json": "gpu_data"}
+    cfg = {**cluster_config("mi300xx8"), "amd_smi_json": "list"}  # the ROCm 6.x top-level list
     doc = json.loads(run("amd-smi", "static", "--asic", "--vram", "--json", config=cfg, tmp_path=tmp_path).stdout)
-    assert set(doc) == {"gpu_data"}
-    assert set(doc["gpu_data"][0]) == {"gpu", "asic", "vram"}
+    assert isinstance(doc, list) and len(doc) == 8
+    assert set(doc[0]) == {"gpu", "asic", "vram"}
     nvidia = run("amd-smi", "list", "--json", config=cluster_config("h100x8"), tmp_path=tmp_path, check=False)
     assert nvidia.returncode == 9 and "not AMD" in nvidia.stderr
     text = run("amd-smi", "static", config=cfg, tmp_path=tmp_path, check=False)

@@ -160,6 +160,16 @@ def _run(argv: list[str], what: str, *, timeout: float = 900) -> None:
         raise UserError(f"{what} failed (exit {proc.returncode}): {' | '.join(tail)}")
 
 
+def _remove_stale(current: str, progress: Progress) -> None:
+    """Untag node images of older recipes (<repo>:<12 hex>) that no container uses; other tags stay."""
+    listed = podman(["images", "--format", "{{.Repository}}:{{.Tag}}", IMAGE_REPO], check=False).stdout.split()
+    for ref in listed:
+        tag = ref.rsplit(":", 1)[-1]
+        if ref != current and re.fullmatch(r"[0-9a-f]{12}", tag):
+            if podman(["rmi", ref], check=False).returncode == 0:
+                progress(f"  removed the node image of an older recipe: {ref}")
+
+
 def _build(ref: str, progress: Progress) -> None:
     if shutil.which("debootstrap") is None:
         raise UserError("debootstrap is not installed; run scripts/setup")
@@ -190,5 +200,6 @@ def _build(ref: str, progress: Progress) -> None:
             raise UserError(f"importing the node image failed: {imported.stderr.strip() or f'tar exit {tar_status}'}")
         podman(["tag", ref, f"{IMAGE_REPO}:latest"])
         progress(f"  node image {ref} ready in {time.monotonic() - started:.0f} s")
+        _remove_stale(ref, progress)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
