@@ -2,7 +2,7 @@
 the real huggingface_hub client talks to through HF_ENDPOINT. Never installed by a role."""
 
 from .repo import HubFile, HubStore, generate_repo, git_blob_id
-from .server import LocalHub, Request, downloads_by_file, load_log
+from .server import LocalHub, Request, downloads_by_file, load_log, max_concurrent_downloads
 
 __all__ = ["HubFile", "HubStore", "generate_repo", "git_blob_id", "LocalHub", "Request", "downloads_by_file",
-           "load_log"]
+           "load_log", "max_concurrent_downloads"]

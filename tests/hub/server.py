@@ -76,7 +76,8 @@ class Request:
     bytes_sent: int = 0
     complete: bool = True              # the whole response body was written
     authorized: bool = False           # an Authorization header came with the request
-    time: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.time)
+    ended: float = 0.0
 
 
 class HubState:
@@ -95,6 +96,7 @@ class HubState:
         self.corrupt_once: dict[str, int] = {}   # sha256 -> byte offset flipped in the next response
 
     def record(self, req: Request) -> None:
+        req.ended = time.time()
         with self.lock:
             self.requests.append(req)
             if self.log_path is not None:
@@ -405,6 +407,20 @@ def load_log(path: Path | str) -> list[dict[str, Any]]:
         if line.strip():
             out.append(json.loads(line))
     return out
+
+
+def max_concurrent_downloads(requests: list[Any]) -> int:
+    """The most file downloads (GETs that sent bytes) that were in flight at the same time."""
+    events = []
+    for r in requests:
+        r = r if isinstance(r, dict) else asdict(r)
+        if r["method"] == "GET" and r["kind"] in ("resolve", "cdn") and r["bytes_sent"] > 0:
+            events += [(r["started"], 1), (r["ended"], -1)]
+    best = cur = 0
+    for _, delta in sorted(events, key=lambda e: (e[0], e[1])):
+        cur += delta
+        best = max(best, cur)
+    return best
 
 
 def downloads_by_file(requests: list[Any]) -> dict[str, dict[str, int]]:

@@ -409,8 +409,11 @@ def read_marker(snapdir: Path) -> dict[str, Any] | None:
 
 
 def check_snapshot(snapdir: Path, *, full: bool = False, expect: Manifest | None = None,
-                   counters: Counters | None = None, workers: int = 4) -> SnapshotStatus:
-    """Is SNAPDIR a complete snapshot? Fast: stat every file against the marker. Full: re-hash every file."""
+                   counters: Counters | None = None, workers: int = 4, hash_suspects: bool = True) -> SnapshotStatus:
+    """Is SNAPDIR a complete snapshot? Fast: stat every file against the marker. Full: re-hash every file.
+
+    A file whose stat changed since it was verified is re-hashed (HASH_SUSPECTS), or reported as bad
+    straight away (fetch and pull re-hash it themselves, in staging)."""
     counters = counters or Counters()
     snapdir = Path(snapdir)
     marker = read_marker(snapdir)
@@ -435,7 +438,10 @@ def check_snapshot(snapdir: Path, *, full: bool = False, expect: Manifest | None
             counters.add(files_stat_trusted=1)
         else:
             suspects.append(f)
-    bad = []
+    bad: list[str] = []
+    if not hash_suspects and not full:
+        bad = [f.path for f in suspects]
+        suspects = []
 
     def rehash(f: FileSpec) -> str | None:
         p = snapdir / f.path
@@ -547,7 +553,7 @@ def _record(spec: FileSpec, path: Path, sha256: str, blob_id: str | None) -> dic
             "lfs": spec.lfs, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
 
 
-def _adopt_published(final: Path, stage: Path, log: Log) -> None:
+def _adopt_published(final: Path, stage: Path, log: Log, distrust: set[str]) -> None:
     """Move an existing but not (or no longer) complete snapshot back to staging, keeping what is trusted.
 
     The rename is atomic: from that instant nobody sees FINAL as a complete snapshot. Entries of its old
@@ -569,19 +575,19 @@ def _adopt_published(final: Path, stage: Path, log: Log) -> None:
     if marker is not None:
         journal = _Journal(stage)
         for e in marker.get("files", []):
-            if _entry_matches_stat(e, stage / e["path"]):
+            if e["path"] not in distrust and _entry_matches_stat(e, stage / e["path"]):
                 journal.add(e)
     (stage / MARKER).unlink(missing_ok=True)
     log(f"{final.name[:12]}: snapshot was not complete any more; repairing it in {stage.name}")
 
 
-def _prepare_stage(manifest: Manifest, root: Path, log: Log) -> Path:
+def _prepare_stage(manifest: Manifest, root: Path, log: Log, distrust: Iterable[str] = ()) -> Path:
     final = snapshot_dir(root, manifest.repo, manifest.commit)
     stage = staging_dir(root, manifest.repo, manifest.commit)
     if final.is_symlink():
         raise WeightsError(f"{final} is a symlink; expected a snapshot directory (remove it)")
     if final.exists():
-        _adopt_published(final, stage, log)
+        _adopt_published(final, stage, log, set(distrust))
     stage.mkdir(parents=True, exist_ok=True)
     (stage / INCOMPLETE).mkdir(exist_ok=True)
     return stage
@@ -600,8 +606,9 @@ def _trusted_files(manifest: Manifest, stage: Path, counters: Counters, full: bo
         if rec is not None and not full and _entry_matches_stat(rec, p) and digest_matches(f, rec["sha256"], rec.get("blob_id")):
             counters.add(files_stat_trusted=1)
             trusted.add(f.path)
-        elif p.is_file():
+        elif p.is_file() and p.stat().st_size >= f.size:
             to_hash.append(f)
+        # shorter: a copy that was cut off (rsync --append-verify resumes it); fetch resumes from .incomplete/
 
     def check(f: FileSpec) -> tuple[FileSpec, bool]:
         p = stage / f.path
@@ -844,28 +851,29 @@ def fetch(repo: str, revision: str | None, root: Path | str, *, endpoint: str | 
     counters = Counters()
     full = verify == "full"
     rev = check_revision(revision if manifest is None else manifest.revision, allow_unpinned)
-    if manifest is None and is_commit(rev):
-        st = check_snapshot(snapshot_dir(root, repo, rev), full=full, counters=counters, workers=workers)
-        if st.complete:
-            return _finish_link(Result("present", st.path, repo, rev, rev, len(read_marker(Path(st.path))["files"]),
-                                       _marker_total(Path(st.path)), counters.to_dict()), root, link_name)
-    if manifest is None:
-        manifest = hub_manifest(repo, rev, endpoint=endpoint, token=token, allow_unpinned=allow_unpinned,
-                                exclude=exclude)
-    elif manifest.repo != repo:
+    if manifest is not None and manifest.repo != repo:
         raise UsageError(f"manifest is for {manifest.repo}, not {repo}")
-    endpoint = _hub_env(endpoint or manifest.endpoint)
+    if manifest is None and not is_commit(rev):
+        # a branch or tag (allowed on purpose): resolve it now, once; everything below uses the commit
+        manifest = hub_manifest(repo, rev, endpoint=endpoint, token=token, allow_unpinned=True, exclude=exclude)
+    commit = manifest.commit if manifest is not None else rev
     link_name = link_name if link_name is not None else (None if is_commit(rev) else rev)
-    with commit_lock(root, repo, manifest.commit, timeout=lock_timeout):
-        final = snapshot_dir(root, repo, manifest.commit)
-        st = check_snapshot(final, full=full, expect=manifest, counters=counters, workers=workers)
+    with commit_lock(root, repo, commit, timeout=lock_timeout):
+        final = snapshot_dir(root, repo, commit)
+        # A pinned commit that is complete here needs no hub request at all.
+        st = check_snapshot(final, full=full, expect=manifest, counters=counters, workers=workers,
+                            hash_suspects=False)
         if st.complete:
-            return _finish_link(Result("present", str(final), repo, rev, manifest.commit, len(manifest.files),
-                                       manifest.total_bytes, counters.to_dict()), root, link_name)
+            return _finish_link(Result("present", str(final), repo, rev, commit, len(read_marker(final)["files"]),
+                                       _marker_total(final), counters.to_dict()), root, link_name)
+        if manifest is None:
+            manifest = hub_manifest(repo, rev, endpoint=endpoint, token=token, allow_unpinned=allow_unpinned,
+                                    exclude=exclude)
+        endpoint = _hub_env(endpoint or manifest.endpoint)
         repaired = final.exists()
         space = check_space(manifest, root, reserve_bytes)
-        stage = _prepare_stage(manifest, root, log)
-        trusted = _trusted_files(manifest, stage, counters, full, workers, log)
+        stage = _prepare_stage(manifest, root, log, distrust=st.bad_files)
+        trusted = _trusted_files(manifest, stage, counters, False, workers, log)
         todo = sorted((f for f in manifest.files if f.path not in trusted), key=lambda f: -f.size)
         if todo:
             log(f"{repo}@{manifest.commit[:12]}: fetching {len(todo)} of {len(manifest.files)} files "
@@ -909,13 +917,14 @@ def pull(manifest: Manifest, root: Path | str, source: str, *, rsh: str | None =
         raise UsageError("pull needs a manifest with a sha256 for every file (a node's completion marker)")
     with commit_lock(root, manifest.repo, manifest.commit, timeout=lock_timeout):
         final = snapshot_dir(root, manifest.repo, manifest.commit)
-        st = check_snapshot(final, full=full, expect=manifest, counters=counters, workers=workers)
+        st = check_snapshot(final, full=full, expect=manifest, counters=counters, workers=workers,
+                            hash_suspects=False)
         if st.complete:
             return _finish_link(Result("present", str(final), manifest.repo, manifest.revision, manifest.commit,
                                        len(manifest.files), manifest.total_bytes, counters.to_dict()), root, link_name)
         space = check_space(manifest, root, reserve_bytes)
-        stage = _prepare_stage(manifest, root, log)
-        trusted = _trusted_files(manifest, stage, counters, full, workers, log)
+        stage = _prepare_stage(manifest, root, log, distrust=st.bad_files)
+        trusted = _trusted_files(manifest, stage, counters, False, workers, log)
         todo = [f for f in manifest.files if f.path not in trusted]
         if todo:
             src = source if source.endswith("/") else source + "/"
