@@ -252,6 +252,14 @@ def plan_for_fleet(cluster: str, fleet: Fleet, options: PlanOptions, gpus_per_no
     options = _weights_dir(selection, options, weights_dir_given)
     the_plan = plan(selection.spec, options, node_names=[h.name for h in selection.hosts],
                     node_addresses=[h.address for h in selection.hosts], catalog=catalog)
+    if the_plan.nodes_per_replica > 1:
+        for replica in the_plan.replicas:
+            head = selection.hosts[replica.head]
+            if ":" in head.address:
+                raise UserError(
+                    f"host {head.name} heads a multi-node replica but its address {head.address} is an IPv6 "
+                    f"literal; SGLang splits --dist-init-addr HOST:PORT at ':', so give it a host name or an "
+                    f"IPv4 address in the fleet")
     return selection, the_plan
 
 
