@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from qwen35_prov.errors import UserError
+from qwen35_prov.fleet import load_fleet
 from qwen35_prov.sandbox import nodes
 from qwen35_prov.sandbox.podman import LABEL, podman, podman_json
 
@@ -74,6 +75,9 @@ def test_create_starts_two_nodes_and_writes_the_fleet(sandbox):
     assert [n["name"] for n in sandbox["nodes"]] == [f"q35-{NAME}-node0", f"q35-{NAME}-node1"]
     fleet = yaml.safe_load(Path(sandbox["fleet"]).read_text())
     folder = Path(sandbox["dir"])
+    validated = load_fleet(sandbox["fleet"])  # the fleet file passes the product's own fleet validation
+    assert [(h.name, h.gpu, h.gpu_count, h.network_interface) for h in validated.hosts] == \
+        [(n["name"], "h100", 8, "eth0") for n in sandbox["nodes"]]
     assert fleet["defaults"]["ssh_user"] == "root"
     assert fleet["defaults"]["ssh_key"] == str(folder / "id_ed25519")
     assert fleet["defaults"]["known_hosts"] == str(folder / "known_hosts")
