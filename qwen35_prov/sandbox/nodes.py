@@ -365,8 +365,10 @@ def create_sandbox(cluster: str, *, name: str | None = None, gpus_per_node: int 
     name = check_name(name or spec.name)
     require_podman()
     existing = status(name)
-    if existing and (existing[0].nodes or exists("network", network_name(name))):
+    if existing and existing[0].nodes:
         return CreateResult(_check_existing(existing[0], spec, progress), created=False)
+    # leftovers without any container (a network, volumes, a folder) hold nothing worth keeping
+    destroy(name, progress)
 
     folder = sandbox_root() / name
     image = ensure_image(progress)
@@ -413,8 +415,6 @@ def _check_existing(sb: Sandbox, spec: ClusterSpec, progress: Progress) -> Sandb
 def _create(name: str, spec: ClusterSpec, image: str, folder: Path, progress: Progress, started: float) -> Sandbox:
     net = network_name(name)
     labels = ["--label", f"{LABEL}={name}", "--label", f"{CLUSTER_LABEL}={spec.name}"]
-    if folder.exists():
-        shutil.rmtree(folder)  # leftovers without any container: nothing to keep
     folder.mkdir(parents=True, mode=0o700)
     pubkey = _write_keypair(folder, f"qwen35-sandbox-{name}")
 
