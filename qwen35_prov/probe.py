@@ -272,6 +272,8 @@ def _ssh_error(host: Host, exc: BaseException, known_hosts: str | None) -> str:
         keyscan = f"ssh-keyscan {'-p ' + str(host.ssh_port) + ' ' if host.ssh_port != 22 else ''}{host.address}"
         return (f"host key of {target} is not in {known_hosts}: add it ({keyscan} >> {known_hosts}) "
                 f"after checking it, or pass --insecure-host-keys")
+    if isinstance(exc, paramiko.SSHException) and "protocol banner" in str(exc):
+        return f"no answer from {target} in time"
     if isinstance(exc, paramiko.AuthenticationException):
         key = f" with key {host.ssh_key}" if host.ssh_key else ""
         return f"SSH login to {target}{key} refused: {exc}"
@@ -284,8 +286,13 @@ def _ssh_error(host: Host, exc: BaseException, known_hosts: str | None) -> str:
 
 def run_remote(host: Host, script: str, timeout: float, insecure_host_keys: bool = False) -> str:
     """Run the script on the host over SSH within `timeout` seconds; returns stdout."""
+    import logging
+
     import paramiko
 
+    # paramiko logs transport-thread tracebacks (banner timeouts, ...); the result line says what happened
+    logging.getLogger("paramiko").addHandler(logging.NullHandler())
+    logging.getLogger("paramiko").propagate = False
     deadline = time.monotonic() + timeout
     client = paramiko.SSHClient()
     known_hosts = host.known_hosts_local
@@ -296,11 +303,18 @@ def run_remote(host: Host, script: str, timeout: float, insecure_host_keys: bool
             client.load_host_keys(known_hosts)
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
     try:
-        client.connect(
-            host.address, port=host.ssh_port, username=host.ssh_user or None,
-            key_filename=host.ssh_key_local, timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
-            look_for_keys=host.ssh_key is None, allow_agent=host.ssh_key is None,
-        )
+        try:
+            client.connect(
+                host.address, port=host.ssh_port, username=host.ssh_user or None,
+                key_filename=host.ssh_key_local, timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
+                look_for_keys=host.ssh_key is None, allow_agent=host.ssh_key is None,
+            )
+        except paramiko.SSHException as exc:
+            # a host that accepts TCP but never completes the handshake surfaces as one of several
+            # SSHExceptions ("Error reading SSH protocol banner", "No existing session") once time is up
+            if time.monotonic() >= deadline - 0.5 and not isinstance(exc, paramiko.BadHostKeyException):
+                raise TimeoutError("no SSH handshake in time") from exc
+            raise
         channel = client.get_transport().open_session(timeout=max(1.0, deadline - time.monotonic()))
         channel.settimeout(0.5)
         channel.exec_command("sh -c " + shlex.quote(script))

@@ -103,12 +103,16 @@ def inventory_errors(groups, hostvars):
                 if _flag(argv, "--port") != str(_get(launch, "port")):
                     errors.append(f"{where}: argv says --port {_flag(argv, '--port')}, the launch has port "
                                   f"{_get(launch, 'port')}")
-            for gpu in _get(launch, "gpu_ids", []) or []:
-                if isinstance(count, int) and count and not 0 <= gpu < count:
-                    errors.append(f"{where} uses GPU {gpu}, the host has GPUs 0-{count - 1}")
-                if gpu in used_gpus:
-                    errors.append(f"{where} uses GPU {gpu}, already used by launch {used_gpus[gpu]}")
-                used_gpus[gpu] = i
+            gpu_ids = list(_get(launch, "gpu_ids", []) or [])
+            outside = [str(g) for g in gpu_ids if count and not (isinstance(g, int) and 0 <= g < count)]
+            if outside:
+                errors.append(f"{where} uses GPU(s) {', '.join(outside)}, the host has GPUs 0-{count - 1}")
+            shared = [str(g) for g in gpu_ids if g in used_gpus]
+            if shared:
+                errors.append(f"{where} uses GPU(s) {', '.join(shared)}, already used by launch "
+                              f"{used_gpus[gpu_ids[[str(g) for g in gpu_ids].index(shared[0])]]}")
+            for gpu in gpu_ids:
+                used_gpus.setdefault(gpu, i)
             port = _get(launch, "port")
             if port in used_ports:
                 errors.append(f"{where} uses port {port}, already used by launch {used_ports[port]}")
