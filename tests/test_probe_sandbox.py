@@ -1,0 +1,58 @@
+"""fleet probe -> inventory -> validate.yml on a sandbox node (a systemd container reached over SSH, whose GPU
+tools are the sandbox's TEST DOUBLES replaying the real H200 capture)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.sandbox
+
+REPO = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "qwen35_prov"]
+NAME = "q35inv"  # containers q35-q35inv-node<i>, network q35-q35inv
+
+
+def cli(*args, **kw):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=900, **kw)
+
+
+@pytest.fixture(scope="module")
+def sandbox_fleet():
+    from qwen35_prov.sandbox import destroy
+
+    created = cli("sandbox", "create", "--cluster", "h200x8", "--name", NAME, "--json")
+    if created.returncode != 0:
+        destroy(NAME)
+        pytest.fail(f"sandbox create failed: {created.stderr}")
+    try:
+        yield Path(json.loads(created.stdout)["fleet"])
+    finally:
+        destroy(NAME)
+
+
+def test_probe_inventory_and_validate_on_a_sandbox_node(sandbox_fleet, tmp_path):
+    fleet = tmp_path / "fleet.yml"
+    fleet.write_text(sandbox_fleet.read_text())  # --update writes into the copy, not the sandbox's file
+    probe = cli("fleet", "probe", "--fleet", str(fleet), "--json", "--update")
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    [host] = json.loads(probe.stdout)["hosts"]
+    assert host["status"] == "ok" and host["facts"]["gpu"] == "h200" and host["facts"]["gpu_count"] == 8
+    assert host["facts"]["os_id"] == "debian" and host["facts"]["driver_version"] == "580.159.04"
+    node_if = yaml.safe_load(fleet.read_text())["hosts"][0]["network_interface"]
+    assert node_if in {i["name"] for i in host["facts"]["interfaces"]}
+
+    inv = tmp_path / "inventory"
+    made = cli("inventory", "--cluster", NAME, "--fleet", str(fleet), "--out", str(inv), "--model", "35b",
+               "--precision", "fp8")
+    assert made.returncode == 0, made.stderr
+    env = {**os.environ, "ANSIBLE_NOCOLOR": "1"}
+    run = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inv),
+                          str(REPO / "playbooks" / "validate.yml")], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "failed=0" in run.stdout and "unreachable=0" in run.stdout
