@@ -277,6 +277,8 @@ def _ssh_error(host: Host, exc: BaseException, known_hosts: str | None) -> str:
     if isinstance(exc, paramiko.AuthenticationException):
         key = f" with key {host.ssh_key}" if host.ssh_key else ""
         return f"SSH login to {target}{key} refused: {exc}"
+    if isinstance(exc, FileNotFoundError) and host.ssh_key and exc.filename == host.ssh_key:
+        return f"{exc.strerror}: set the right ssh_key for {host.name} in the fleet file"
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return f"no answer from {target} in time"
     if isinstance(exc, OSError):
@@ -294,6 +296,8 @@ def run_remote(host: Host, script: str, timeout: float, insecure_host_keys: bool
     logging.getLogger("paramiko").addHandler(logging.NullHandler())
     logging.getLogger("paramiko").propagate = False
     deadline = time.monotonic() + timeout
+    if host.ssh_key and not Path(host.ssh_key_local).is_file():
+        raise FileNotFoundError(2, f"ssh_key {host.ssh_key} does not exist", host.ssh_key)
     client = paramiko.SSHClient()
     known_hosts = host.known_hosts_local
     if insecure_host_keys:

@@ -169,3 +169,11 @@ def test_update_writes_facts_back_keeping_comments(sshd, tmp_path):
     inv = subprocess.run([*CLI, "inventory", "--cluster", "h200x1", "--fleet", str(fleet), "--out",
                           str(tmp_path / "inv"), "--model", "0.8b"], capture_output=True, text=True)
     assert inv.returncode == 2 and "left out because their probe facts disagree: h200-box" in inv.stderr
+
+
+def test_a_missing_key_file_is_named(sshd, tmp_path):
+    fleet = write_fleet(tmp_path / "fleet.yml", [sshd.fleet_host("h200-box", ssh_key=str(tmp_path / "gone"))])
+    r = probe_cli("--fleet", str(fleet))
+    assert r.returncode == 1
+    assert f"h200-box: ssh_key {tmp_path / 'gone'} does not exist: set the right ssh_key for h200-box in the " \
+           f"fleet file" in r.stdout
