@@ -46,7 +46,7 @@ class SshServer:
     def __init__(self, root: Path):
         self.root = root
         self.port = free_port()
-        self.bin = root / "bin"  # PATH entry holding only the TEST DOUBLE nvidia-smi
+        self.bin = root / "bin"  # PATH entry holding only the TEST DOUBLE GPU tool of the vendor
         self.gpu_config = root / "gpus.json"
         self.client_key = root / "client_ed25519"
         self.known_hosts = root / "known_hosts"
@@ -54,15 +54,18 @@ class SshServer:
         self.proc: subprocess.Popen | None = None
 
     def set_gpus(self, name: str = "NVIDIA H200", memory_mib: int = 143771, count: int = 1,
-                 architecture: str = "hopper") -> None:
-        """What the TEST DOUBLE nvidia-smi reports on this 'host' from now on."""
-        self.gpu_config.write_text(json.dumps({"vendor": "nvidia", "name": name, "memory_mib": memory_mib,
+                 architecture: str = "hopper", vendor: str = "nvidia", gpu: str | None = None) -> None:
+        """What the TEST DOUBLE GPU tool reports on this 'host' from now on; only that vendor's tool is on PATH."""
+        self.gpu_config.write_text(json.dumps({"gpu": gpu, "vendor": vendor, "name": name, "memory_mib": memory_mib,
                                                "architecture": architecture, "count": count}))
+        tool = {"nvidia": "nvidia-smi", "amd": "amd-smi"}[vendor]
+        for old in ("nvidia-smi", "amd-smi"):
+            (self.bin / old).unlink(missing_ok=True)
+        (self.bin / tool).symlink_to(REPO / "tests" / "doubles" / tool)
 
     def start(self) -> "SshServer":
         self.root.mkdir(parents=True, exist_ok=True)
         self.bin.mkdir(exist_ok=True)
-        (self.bin / "nvidia-smi").symlink_to(REPO / "tests" / "doubles" / "nvidia-smi")
         self.set_gpus()
         host_pub = _keygen(self.root / "host_ed25519")
         client_pub = _keygen(self.client_key)

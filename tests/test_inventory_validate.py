@@ -96,15 +96,15 @@ def sshd(tmp_path_factory):
     server.stop()
 
 
-def _inventory(sshd, tmp_path, gpu_count=1, **plan) -> tuple[Path, int]:
+def _inventory(sshd, tmp_path, gpu_count=1, gpu="h200", **plan) -> tuple[Path, int]:
     port, dist = sshd_server.free_port(), sshd_server.free_port()
     weights = tmp_path / "weights"
     fleet = tmp_path / "fleet.yml"
-    fleet.write_text(yaml.safe_dump({"hosts": [sshd.fleet_host("h200-box", gpu_count=gpu_count,
+    fleet.write_text(yaml.safe_dump({"hosts": [sshd.fleet_host("h200-box", gpu=gpu, gpu_count=gpu_count,
                                                                 network_interface="lo",
                                                                 weights_dir=str(weights))]}))
     options = PlanOptions(model="0.8b", port=port, dist_init_port=dist, **plan)
-    inv = write_inventory(f"h200x{gpu_count}", fleet, tmp_path / "inv", options, weights_dir_given=False)
+    inv = write_inventory(f"{gpu}x{gpu_count}", fleet, tmp_path / "inv", options, weights_dir_given=False)
     return inv, port
 
 
@@ -174,3 +174,15 @@ def test_without_a_gpu_tool_the_pci_bus_is_counted(sshd, tmp_path):
                       "-e", "qwen35_validate_require_gpu_tool=true")
     assert failure_lines(strict.stdout + strict.stderr, "problem(s) on the hosts:") == [
         "h200-box: nvidia-smi is not installed or failed (rc 127); the GPU driver is missing"]
+
+
+@pytest_ssh
+def test_an_amd_host_is_checked_with_amd_smi(sshd, tmp_path):
+    sshd.set_gpus(vendor="amd", gpu="mi300x", name="AMD Instinct MI300X", memory_mib=196608, count=1)
+    inv, _ = _inventory(sshd, tmp_path, gpu="mi300x")  # spec mi300xx1: one MI300X
+    r = playbook(inv)
+    assert r.returncode == 0, r.stdout + r.stderr
+    sshd.set_gpus(vendor="amd", gpu="mi325x", name="AMD Instinct MI325X", memory_mib=262144, count=1)
+    r = playbook(inv)
+    assert failure_lines(r.stdout + r.stderr, "problem(s) on the hosts:") == [
+        "h200-box: the plan needs 1 x mi300x, amd-smi shows 1 x AMD Instinct MI325X"]

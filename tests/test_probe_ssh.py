@@ -177,3 +177,18 @@ def test_a_missing_key_file_is_named(sshd, tmp_path):
     assert r.returncode == 1
     assert f"h200-box: ssh_key {tmp_path / 'gone'} does not exist: set the right ssh_key for h200-box in the " \
            f"fleet file" in r.stdout
+
+
+def test_an_amd_host_is_read_with_amd_smi(sshd, tmp_path):
+    sshd.set_gpus(vendor="amd", gpu="mi300x", name="AMD Instinct MI300X", memory_mib=196608, count=8)
+    fleet = write_fleet(tmp_path / "fleet.yml", [sshd.fleet_host("mi-01", gpu="mi300x", gpu_count=8),
+                                                 sshd.fleet_host("said-h100", gpu="h100", gpu_count=8)
+                                                 | {"address": "localhost"}])
+    r = probe_cli("--fleet", str(fleet), "--json", "--insecure-host-keys")
+    data = json.loads(r.stdout)
+    mi, h100 = data["hosts"]
+    assert mi["status"] == "ok", mi
+    assert mi["facts"]["vendor"] == "amd" and mi["facts"]["gpu_tool"] == "amd-smi"
+    assert mi["facts"]["gpu"] == "mi300x" and mi["facts"]["gpu_count"] == 8
+    assert mi["facts"]["gpus"][0]["uuid"] and mi["facts"]["gpus"][0]["pci_bus_id"]
+    assert h100["problems"] == ["said-h100: fleet says 8 x H100 (nvidia), host has 8 amd GPU(s)"]
