@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 
 from .catalog import Catalog, load_catalog
 from .fleet import Fleet, Host
+from .options import PlanOptions
 from .gpu_facts_parse import (
     NVIDIA_QUERY, GpuInfo, Interface, ParseError, count_pci_gpus, match_gpu_kind, merge_amd_list,
     parse_amd_smi_list_json, parse_amd_smi_static_json, parse_df_avail, parse_ip_addr_json, parse_nvidia_query_csv,
@@ -24,7 +25,7 @@ from .gpu_facts_parse import (
 )
 
 DEFAULT_TIMEOUT_S = 20.0
-DEFAULT_WEIGHTS_DIR = "/var/lib/qwen35-prov/models"
+DEFAULT_WEIGHTS_DIR = PlanOptions.weights_dir  # the planner's default
 MAX_PARALLEL = 32
 _BEGIN, _END = "@@qwen35-probe begin ", "@@qwen35-probe end "
 
