@@ -312,6 +312,7 @@ def gather(module):
         "systemd": os.path.isdir("/run/systemd/system"),
         "devices": {p: os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/kfd", "/dev/dri")},
         "kernel_module_flavor": flavor,
+        "nvidia_smi_driver_version": None,
         "proc_driver_version": proc_version,
         "tools": tools,
         "problems": problems,
@@ -333,7 +334,8 @@ def gather(module):
     if parsed and parsed["gpus"]:
         fabric = [g["fabric_state"] for g in parsed["gpus"] if g.get("fabric_state")]
         extra = dict(common, cuda_version=parsed.get("cuda_version"), fabric_state=fabric[0] if fabric else None,
-                     nvswitch_present=pci["nvswitches"] > 0 or bool(fabric))
+                     nvswitch_present=pci["nvswitches"] > 0 or bool(fabric),
+                     nvidia_smi_driver_version=parsed["driver_version"])
         return summarize("nvidia", "nvidia-smi", parsed["gpus"], parsed["driver_version"] or proc_version, extra)
 
     # AMD
