@@ -36,6 +36,10 @@ def parse_cluster(spec: str, catalog: Catalog, gpus_per_node: int | None = None)
         if text.startswith(known + "x") and text[len(known) + 1:].isdigit():
             gpu_id, count_text = known, text[len(known) + 1:]
             break
+        # "mi300x8": an id that ends in x may share its x with the separator
+        if known.endswith("x") and text.startswith(known) and text[len(known):].isdigit():
+            gpu_id, count_text = known, text[len(known):]
+            break
     if gpu_id is None:
         if match and match.group("gpu") not in catalog.gpus:
             raise UserError(

@@ -92,6 +92,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise UserError("say where to deploy: --fleet FILE (your machines) or --sandbox (local containers)")
     started = time.monotonic()
     progress = Progress(verbose=args.verbose)
+    weights_dir_given = args.weights_dir is not None
+    if not weights_dir_given:
+        from .options import PlanOptions
+
+        args.weights_dir = PlanOptions().weights_dir  # the fleet's weights_dir wins over this default
     options = plan_options_from(args)
     extravars: dict[str, Any] = {}
     if args.sandbox:
@@ -104,7 +109,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     else:
         fleet, name = Path(args.fleet), args.cluster
     inventory = write_inventory(args.cluster, fleet, _inventory_dir(name), options,
-                                gpus_per_node=args.gpus_per_node, weights_dir_given=args.weights_dir is not None)
+                                gpus_per_node=args.gpus_per_node, weights_dir_given=weights_dir_given)
     progress.console.print(f"    inventory: {inventory}")
     if args.sandbox:
         extravars.update(sandbox_extravars(name))

@@ -71,3 +71,8 @@ def test_memory_explanation_for_the_flagship():
     assert m.weights_per_gpu_gb == 50.0
     assert round(m.static_pool_gb, 1) == 68.4 and round(m.kv_and_state_gb, 1) == 18.4 and m.fits
     assert "18.4 GB for KV cache" in m.explain()
+
+
+def test_an_id_ending_in_x_may_share_the_separator():
+    assert plan("mi300x8").cluster.name == "mi300xx8"
+    assert plan("mi355xx4").cluster.name == "mi355xx4"
