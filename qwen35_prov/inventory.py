@@ -33,6 +33,7 @@ from . import __version__
 from .catalog import Catalog, load_catalog
 from .errors import UserError
 from .fleet import Fleet, Host, Selection, load_fleet, select_hosts
+from .nccl import nccl_floor
 from .options import PlanOptions
 from .plan_output import plan_to_dict
 from .planner import Plan, plan
@@ -187,6 +188,8 @@ def build_inventory(selection: Selection, the_plan: Plan, command: str,
         data["qwen35_ib_hcas"] = FlowList(host.ib_hcas)
         if host.labels:
             data["qwen35_labels"] = dict(host.labels)
+        head = by_name[the_plan.node_names[the_plan.replicas[mine[0]["replica"]].head]]
+        data["qwen35_replica_head_address"] = head.address
         data["qwen35_launches"] = mine
         what = (f"{host.name}: node rank {mine[0]['node_rank']} of replica {mine[0]['replica']}"
                 + (f" (+{len(mine) - 1} more replica(s) on this host)" if len(mine) > 1 else "")
@@ -208,6 +211,13 @@ def build_inventory(selection: Selection, the_plan: Plan, command: str,
             "qwen35_gpus_per_node": selection.spec.gpus_per_node,
             # 8-GPU HGX boards of NVSwitch kinds need the fabric manager, pinned to the driver version
             "qwen35_nvswitch": bool(gpu.nvswitch and selection.spec.gpus_per_node == 8),
+        })
+    floor = nccl_floor(gpu.id, the_plan.nodes_per_replica, infiniband=all(h.ib_hcas for h in hosts))
+    files[f"{gv}/preflight.yml"] = _header(
+        command, "What the NCCL preflight expects of each replica (qwen35_prov/data/nccl_floors.yaml).") + to_yaml({
+            "qwen35_nccl_link": floor.link,
+            "qwen35_nccl_floor_gbps": floor.floor_gbps,
+            "qwen35_nccl_floor_source": floor.source,
         })
     files[f"{gv}/container_runtime.yml"] = _header(
         command, "The container engine that runs the SGLang image.") + to_yaml({
