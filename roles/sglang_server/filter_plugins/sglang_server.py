@@ -1,0 +1,141 @@
+"""Filters of the sglang_server role: the container command line of a launch and its systemd quoting.
+
+Kept in Python (not Jinja) so the exact argv is easy to test: tests/test_serving_units.py imports this file.
+Nothing here decides a recipe: argv and env come from the planner through the inventory, unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+
+_SAFE = re.compile(r"^[A-Za-z0-9_@+=:,./-]+$")
+
+
+def systemd_quote_word(word) -> str:
+    """Quote one argument for an Exec*= line so that systemd hands it over unchanged.
+
+    systemd splits Exec lines on whitespace, honours "..." and '...' anywhere in a word, unescapes C escapes,
+    expands $VAR/${VAR} (literal: $$) and %-specifiers (literal: %%), and treats a lone ';' as a separator.
+    """
+    text = str(word)
+    escaped = (text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+               .replace("%", "%%").replace("$", "$$"))
+    if _SAFE.match(text):
+        return escaped
+    return f'"{escaped}"'
+
+
+def systemd_exec(argv) -> str:
+    """A whole command line (list of arguments) for ExecStart=/ExecStartPre=."""
+    if isinstance(argv, (str, bytes)) or not argv:
+        raise ValueError(f"systemd_exec needs a non-empty list of arguments, got {argv!r}")
+    return " ".join(systemd_quote_word(w) for w in argv)
+
+
+def sglang_server_env(launch_env, network_interface="", ib_hcas=None, extra=None) -> dict:
+    """The environment of one launch: the plan's env; NCCL/GLOO interface and InfiniBand HCAs from the
+    inventory where the plan's env does not set them already; then the role's extra variables."""
+    env = {str(k): str(v) for k, v in (launch_env or {}).items()}
+    if network_interface:
+        env.setdefault("NCCL_SOCKET_IFNAME", str(network_interface))
+        env.setdefault("GLOO_SOCKET_IFNAME", str(network_interface))
+    if ib_hcas:
+        env.setdefault("NCCL_IB_HCA", ",".join(str(h) for h in ib_hcas))
+    for key, value in (extra or {}).items():
+        if str(key) in env and env[str(key)] != str(value):
+            raise ValueError(f"sglang_server_env sets {key}, which the plan or inventory already sets to "
+                             f"{env[str(key)]!r}; change it there instead")
+        env[str(key)] = str(value)
+    return dict(sorted(env.items()))
+
+
+def sglang_server_env_conflicts(extra, launch_env) -> list:
+    """Keys of the role's extra env that would change a value the plan or inventory set."""
+    launch_env = {str(k): str(v) for k, v in (launch_env or {}).items()}
+    return sorted(str(k) for k, v in (extra or {}).items() if str(k) in launch_env and launch_env[str(k)] != str(v))
+
+
+def sglang_server_dist_init(argv) -> dict:
+    """{'host': ..., 'port': ...} of the launch's --dist-init-addr (multi-node), or {} when it has none."""
+    argv = [str(a) for a in argv]
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == "--dist-init-addr" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--dist-init-addr="):
+            value = arg.split("=", 1)[1]
+    if not value:
+        return {}
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--dist-init-addr {value!r} is not HOST:PORT")
+    return {"host": host.strip("[]"), "port": int(port)}
+
+
+def sglang_server_argv_value(argv, flag, default=None):
+    """The value after FLAG in argv (or FLAG=VALUE), else default."""
+    argv = [str(a) for a in argv]
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return default
+
+
+def sglang_server_run_argv(launch, *, docker, name, image, device_args, vendor_args, shm_size, weights_dir,
+                           env_file, env, extra_args=()) -> list:
+    """`docker run ...` for one launch: the container wrapping, then the image, then the plan's argv unchanged."""
+    argv = [str(a) for a in launch["argv"]]
+    if not argv:
+        raise ValueError(f"launch of replica {launch.get('replica')} has an empty argv")
+    cmd = [docker, "run", "--rm", "--name", name]
+    cmd += [str(a) for a in device_args]
+    cmd += [str(a) for a in vendor_args]
+    cmd += ["--ipc=host", "--shm-size", str(shm_size), "--network", "host"]
+    cmd += ["-v", f"{weights_dir}:{weights_dir}:ro", "--env-file", env_file]
+    for key, value in sorted(env.items()):
+        cmd += ["-e", f"{key}={value}"]
+    cmd += [str(a) for a in extra_args]
+    cmd.append(image)
+    return cmd + argv
+
+
+def sglang_server_wait_argv(dist_init, timeout) -> list:
+    """ExecStartPre of a worker: wait (bounded) until the head's dist-init port accepts connections."""
+    host, port = dist_init["host"], int(dist_init["port"])
+    script = (f'echo "waiting up to {int(timeout)} s for the head of this replica at {host}:{port}"; '
+              f"until (exec 3<>/dev/tcp/{host}/{port}) 2>/dev/null; do sleep 2; done; "
+              f'echo "the head at {host}:{port} accepts connections"')
+    return ["/usr/bin/timeout", str(int(timeout)), "/bin/bash", "-c", script]
+
+
+def sglang_server_units(launches, prefix, target_prefix) -> list:
+    """Per launch: its replica, whether it is the head, and its unit names (watch only for multi-node)."""
+    out = []
+    for launch in launches or []:
+        r = launch["replica"]
+        multinode = int(sglang_server_argv_value(launch["argv"], "--nnodes", "1")) > 1
+        out.append({
+            "replica": r, "node_rank": launch["node_rank"], "is_head": bool(launch["is_head"]),
+            "server": f"{prefix}-r{r}.service",
+            "watch": f"{prefix}-r{r}-watch.service" if multinode else None,
+            "target": f"{target_prefix}-r{r}.target",
+        })
+        out[-1]["members"] = [u for u in (out[-1]["server"], out[-1]["watch"]) if u]
+    return out
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "systemd_exec": systemd_exec,
+            "systemd_quote_word": systemd_quote_word,
+            "sglang_server_env": sglang_server_env,
+            "sglang_server_dist_init": sglang_server_dist_init,
+            "sglang_server_env_conflicts": sglang_server_env_conflicts,
+            "sglang_server_argv_value": sglang_server_argv_value,
+            "sglang_server_run_argv": sglang_server_run_argv,
+            "sglang_server_units": sglang_server_units,
+            "sglang_server_wait_argv": sglang_server_wait_argv,
+        }
