@@ -931,7 +931,7 @@ def pull(manifest: Manifest, root: Path | str, source: str, *, rsh: str | None =
             listing = stage / INCOMPLETE / "files-from"
             listing.write_text("".join(f.path + "\n" for f in todo))
             argv = [rsync, "--recursive", "--times", "--append-verify", "--files-from", str(listing),
-                    "--no-owner", "--no-group", "--chmod=D755,F644", "--protect-args"]
+                    "--no-owner", "--no-group", "--chmod=D755,F644"]  # no --protect-args: rrsync refuses it
             if rsh:
                 argv += ["--rsh", rsh]
             argv += [src, str(stage) + "/"]
@@ -1073,6 +1073,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--allow-unpinned", action="store_true")
     s.add_argument("--exclude", action="append", default=[])
     s.add_argument("--lock-timeout", type=float, default=0)
+    s.add_argument("--link-name", default=None, help="branch/tag name to link to the commit (default: the revision)")
 
     s = sub.add_parser("pull", help="copy a verified snapshot from a peer with rsync, verify, publish")
     common(s)
@@ -1083,6 +1084,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--verify", choices=("fast", "full"), default="fast")
     s.add_argument("--reserve-gb", type=_gb, default=0)
     s.add_argument("--lock-timeout", type=float, default=0)
+    s.add_argument("--link-name", default=None, help="branch/tag name to link to the commit (default: the revision)")
 
     s = sub.add_parser("link", help="point ROOT/REPO/NAME (a branch or tag) at a commit's snapshot")
     s.add_argument("--root", required=True)
@@ -1116,13 +1118,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = fetch(args.repo, args.revision, args.root, endpoint=args.endpoint, token=token, manifest=manifest,
                         workers=args.workers, verify=args.verify, reserve_bytes=args.reserve_gb,
                         allow_unpinned=args.allow_unpinned, exclude=args.exclude, attempts=args.attempts,
-                        lock_timeout=args.lock_timeout).to_dict()
+                        lock_timeout=args.lock_timeout, link_name=args.link_name).to_dict()
         elif args.cmd == "pull":
             _, manifest = _inputs(args)
             if manifest is None:
                 raise UsageError("pull needs a manifest (--manifest FILE or --stdin-json)")
             out = pull(manifest, args.root, args.source, rsh=args.rsh, verify=args.verify,
-                       reserve_bytes=args.reserve_gb, workers=args.workers, lock_timeout=args.lock_timeout).to_dict()
+                       reserve_bytes=args.reserve_gb, workers=args.workers, lock_timeout=args.lock_timeout,
+                       link_name=args.link_name).to_dict()
         elif args.cmd == "link":
             changed = make_link(Path(args.root), args.repo, args.name, args.commit)
             out = {"link": str(repo_dir(Path(args.root), args.repo) / args.name), "commit": args.commit,
