@@ -145,3 +145,15 @@ def test_secure_boot(tmp_path):
     assert gf.secure_boot_from_efivars(str(tmp_path)) == "enabled"
     (tmp_path / "efivars" / gf.SECURE_BOOT_EFIVAR).write_bytes(b"\x06\x00\x00\x00\x00")
     assert gf.secure_boot_from_efivars(str(tmp_path)) == "disabled"
+
+
+def test_fabric_manager_belongs_where_the_switches_are():
+    on_fabric = [{"fabric_state": "Completed"}, {"fabric_state": "Completed"}]
+    # the project's 2 x H200 VM: GPUs on a fabric the host manages, no NVSwitch on the guest's PCI bus
+    assert gf.nvswitch_facts(0, on_fabric) == {"nvswitch_count": 0, "nvswitch_present": False,
+                                               "nvswitch_fabric": True, "fabric_state": "Completed"}
+    # an HGX board on bare metal: the switches are on this OS's bus
+    assert gf.nvswitch_facts(4, on_fabric)["nvswitch_present"] is True
+    # a PCIe card: no fabric, no switch
+    assert gf.nvswitch_facts(0, [{"fabric_state": None}]) == {"nvswitch_count": 0, "nvswitch_present": False,
+                                                              "nvswitch_fabric": False, "fabric_state": None}

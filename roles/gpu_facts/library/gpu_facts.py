@@ -246,6 +246,15 @@ def _read(path):
         return None
 
 
+def nvswitch_facts(pci_nvswitches, gpus):
+    """Where the fabric manager must run: the OS that sees the NVSwitches on its PCI bus. GPUs also report a
+    fabric state in a VM whose switches the host manages (shared NVSwitch virtualization): on a fabric,
+    yet no switch (and no fabric manager) here."""
+    fabric = [g["fabric_state"] for g in gpus if g.get("fabric_state")]
+    return {"nvswitch_count": pci_nvswitches, "nvswitch_present": pci_nvswitches > 0,
+            "nvswitch_fabric": bool(fabric), "fabric_state": fabric[0] if fabric else None}
+
+
 def summarize(vendor, tool, gpus, driver_version, extra):
     names = []
     for g in gpus:
@@ -305,7 +314,7 @@ def gather(module):
     tools = {}
     common = {
         "pci": pci,
-        "nvswitch_count": pci["nvswitches"],
+        **nvswitch_facts(pci["nvswitches"], []),
         "infiniband": ib,
         "infiniband_devices": [d["name"] for d in ib],
         "secure_boot": secure_boot,
@@ -332,10 +341,8 @@ def gather(module):
         if out:
             parsed = parse_nvidia_query_csv(out)
     if parsed and parsed["gpus"]:
-        fabric = [g["fabric_state"] for g in parsed["gpus"] if g.get("fabric_state")]
-        extra = dict(common, cuda_version=parsed.get("cuda_version"), fabric_state=fabric[0] if fabric else None,
-                     nvswitch_present=pci["nvswitches"] > 0 or bool(fabric),
-                     nvidia_smi_driver_version=parsed["driver_version"])
+        extra = dict(common, cuda_version=parsed.get("cuda_version"),
+                     nvidia_smi_driver_version=parsed["driver_version"], **nvswitch_facts(pci["nvswitches"], parsed["gpus"]))
         return summarize("nvidia", "nvidia-smi", parsed["gpus"], parsed["driver_version"] or proc_version, extra)
 
     # AMD
@@ -357,7 +364,7 @@ def gather(module):
                 problems.append("rocm-smi --json: unreadable output (%s)" % e)
     if parsed and parsed["gpus"]:
         drv = parsed["driver_version"] or _read("/sys/module/amdgpu/version")
-        extra = dict(common, cuda_version=None, fabric_state=None, nvswitch_present=False)
+        extra = dict(common, cuda_version=None)
         return summarize("amd", "amd-smi" if tools.get("amd-smi") else "rocm-smi", parsed["gpus"], drv, extra)
 
     # No vendor tool answered: what PCI shows (a host before its driver is installed, or one without GPUs).
@@ -367,7 +374,7 @@ def gather(module):
         vendor, count = "amd", pci["amd_gpus"]
     else:
         vendor, count = "none", 0
-    extra = dict(common, cuda_version=None, fabric_state=None, nvswitch_present=pci["nvswitches"] > 0)
+    extra = dict(common, cuda_version=None)
     facts = summarize(vendor, "pci" if count else None, [], proc_version, extra)
     facts["count"] = count
     return facts
