@@ -976,6 +976,24 @@ def pull(manifest: Manifest, root: Path | str, source: str, *, rsh: str | None =
                             root, link_name)
 
 
+def fanout_keys(key_dir: Path | str, comment: str, host_key: str = "/etc/ssh/ssh_host_ed25519_key.pub",
+                rrsync: str | None = None) -> dict[str, Any]:
+    """This host's fan-out key pair (made once) and SSH host key, for the other hosts' authorized_keys and
+    known_hosts; and whether rrsync (which limits those keys to read-only rsync) is installed."""
+    d = Path(key_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o700)
+    key = d / "id_ed25519"
+    created = False
+    if not key.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)],
+                       check=True, stdin=subprocess.DEVNULL, capture_output=True)
+        created = True
+    host = Path(host_key).read_text().split()
+    return {"public_key": (d / "id_ed25519.pub").read_text().strip(), "host_key": f"{host[0]} {host[1]}",
+            "created": created, "rrsync": bool(rrsync) and os.access(rrsync, os.X_OK)}
+
+
 def fanout_rounds(hosts: Sequence[str]) -> list[list[tuple[str, str]]]:
     """Doubling fan-out from hosts[0]: in round k (1-based) host i, 2**(k-1) <= i < 2**k, copies from host
     i - 2**(k-1). After round k, 2**k hosts hold the snapshot; N hosts need ceil(log2 N) rounds."""
@@ -1092,6 +1110,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", required=True)
     s.add_argument("--commit", required=True)
 
+    s = sub.add_parser("keys", help="make this host's fan-out key pair once; print it with the SSH host key (JSON)")
+    s.add_argument("--dir", required=True)
+    s.add_argument("--comment", required=True)
+    s.add_argument("--host-key", default="/etc/ssh/ssh_host_ed25519_key.pub")
+    s.add_argument("--rrsync", default=None, help="report whether this rrsync is installed")
+
     s = sub.add_parser("rounds", help="print the fan-out rounds for HOSTS (the first is the stager)")
     s.add_argument("hosts", nargs="+")
     return p
@@ -1130,6 +1154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             changed = make_link(Path(args.root), args.repo, args.name, args.commit)
             out = {"link": str(repo_dir(Path(args.root), args.repo) / args.name), "commit": args.commit,
                    "changed": changed}
+        elif args.cmd == "keys":
+            out = fanout_keys(args.dir, args.comment, args.host_key, args.rrsync)
         elif args.cmd == "rounds":
             out = [[{"dest": d, "source": s} for d, s in r] for r in fanout_rounds(args.hosts)]
         else:  # pragma: no cover - argparse rejects it first
