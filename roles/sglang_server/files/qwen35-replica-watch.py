@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 
 POLL_SECONDS = 1.0
-SLACK_SECONDS = 0.5
+SLACK_SECONDS = 0.1  # message latency; a real restart (stop + start) takes much longer
 
 
 def log(message: str) -> None:

@@ -47,12 +47,15 @@ def _check(proc: subprocess.CompletedProcess, what: str) -> str:
     return proc.stdout
 
 
-def sglang_python() -> str:
-    """A Python that imports the real SGLang parser: this one, or the repository's .venv."""
+_VERSION_PROBE = "import importlib.metadata as m; print(m.version('sglang'))"
+
+
+def sglang_python() -> tuple[str, str]:
+    """A Python with the real SGLang installed (this one, or the repository's .venv) and SGLang's version."""
     for candidate in (sys.executable, str(REPO / ".venv" / "bin" / "python")):
-        probe = subprocess.run([candidate, "-c", "import sglang.srt.server_args"], capture_output=True)
-        if probe.returncode == 0:
-            return candidate
+        probe = subprocess.run([candidate, "-c", _VERSION_PROBE], capture_output=True, text=True)
+        if probe.returncode == 0 and probe.stdout.strip():
+            return candidate, probe.stdout.strip()
     raise SystemExit("sglang-standin build: SGLang 0.5.23's parser is not importable; run scripts/test once "
                      "(it installs sglang --no-deps into .venv) or pip install the contract requirements")
 
@@ -61,7 +64,7 @@ def stage_package(dest: Path) -> Path:
     """Copy the stand-in's `sglang` package to DEST and write server_args.json from the real parser."""
     pkg = dest / "sglang"
     shutil.copytree(HERE / "sglang", pkg, ignore=shutil.ignore_patterns("__pycache__", "server_args.json"))
-    proc = subprocess.run([sglang_python(), str(HERE / "dump_server_args.py"), str(pkg / "server_args.json")],
+    proc = subprocess.run([sglang_python()[0], str(HERE / "dump_server_args.py"), str(pkg / "server_args.json")],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"sglang-standin build: dumping SGLang's arguments failed: {proc.stderr.strip()}")
@@ -77,10 +80,16 @@ def base_image(explicit: str | None) -> str:
     return ensure_image(progress=_log)
 
 
+def _sources() -> list[Path]:
+    """Everything the image is made from (the parser dump is determined by SGLang's version and its script)."""
+    files = [p for p in (HERE / "sglang").rglob("*.py")]
+    return sorted(files + [HERE / "Containerfile", HERE / "assemble-rootfs.sh", HERE / "dump_server_args.py"])
+
+
 def _digest(paths: list[Path], extra: str) -> str:
     h = hashlib.sha256(extra.encode())
-    for path in sorted(paths):
-        h.update(str(path.name).encode())
+    for path in paths:
+        h.update(str(path.relative_to(HERE)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:12]
 
@@ -89,20 +98,19 @@ def build(base: str | None = None, *, force: bool = False) -> dict:
     base_ref = base_image(base)
     base_id = _check(_podman(["image", "inspect", "--format", "{{.Id}}", base_ref]), "inspecting the base").strip()
     CACHE.mkdir(parents=True, exist_ok=True)
+    tag = _digest(_sources(), f"{base_id} sglang=={sglang_python()[1]}")
+    ref = f"{IMAGE_REPO}:{tag}"
+    tarball = CACHE / f"sglang-standin-{tag}.tar"
+    meta_path = CACHE / f"sglang-standin-{tag}.json"
     with open(CACHE / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        if tarball.is_file() and meta_path.is_file() and not force:
+            return json.loads(meta_path.read_text())
         with tempfile.TemporaryDirectory(prefix="sglang-standin-", dir="/var/tmp") as tmp:
             ctx = Path(tmp)
-            pkg = stage_package(ctx)
+            stage_package(ctx)
             shutil.copy(HERE / "Containerfile", ctx / "Containerfile")
             shutil.copy(HERE / "assemble-rootfs.sh", ctx / "assemble-rootfs.sh")
-            files = [p for p in pkg.rglob("*") if p.is_file()] + [ctx / "Containerfile", ctx / "assemble-rootfs.sh"]
-            tag = _digest(files, base_id)
-            ref = f"{IMAGE_REPO}:{tag}"
-            tarball = CACHE / f"sglang-standin-{tag}.tar"
-            meta_path = CACHE / f"sglang-standin-{tag}.json"
-            if tarball.is_file() and meta_path.is_file() and not force:
-                return json.loads(meta_path.read_text())
             _log(f"building {ref} from {base_ref}")
             _check(_podman(["build", "--pull=never", "--layers=false", "--build-arg", f"BASE={base_ref}",
                             "-t", ref, "-f", str(ctx / "Containerfile"), str(ctx)], timeout=900), "podman build")
@@ -112,12 +120,15 @@ def build(base: str | None = None, *, force: bool = False) -> dict:
         _check(_podman(["save", "--format", "docker-archive", "-o", str(partial), ref], timeout=600), "podman save")
         partial.rename(tarball)
         meta = {"ref": ref, "id": f"sha256:{image_id}", "tarball": str(tarball), "base": base_ref,
-                "size_bytes": tarball.stat().st_size, "test_double": True}
+                "sglang_version": sglang_python()[1], "size_bytes": tarball.stat().st_size, "test_double": True}
         meta_path.write_text(json.dumps(meta, indent=2) + "\n")
         for old in CACHE.glob("sglang-standin-*.tar"):  # keep only the current build
             if old != tarball:
                 old.unlink(missing_ok=True)
                 old.with_suffix(".json").unlink(missing_ok=True)
+        listed = _podman(["images", "--format", "{{.Repository}}:{{.Tag}}", IMAGE_REPO]).stdout.split()
+        for other in (r for r in listed if r != ref):
+            _podman(["rmi", other])
         _log(f"saved {tarball} ({meta['size_bytes'] // 1_000_000} MB)")
         return meta
 

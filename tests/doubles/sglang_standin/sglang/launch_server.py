@@ -280,12 +280,11 @@ def chat_completion(state: State, body: dict) -> dict:
     message: dict = {"role": "assistant", "content": None, "reasoning_content": None, "tool_calls": None}
     finish = "stop"
 
-    answer = f"Stand-in answer: you wrote {len(text.split())} word(s)"
+    answer = f"Stand-in answer: you wrote {len(text.split())} word(s)."
     if images:
         shapes = ", ".join(f"{i.get('width', '?')}x{i.get('height', '?')} {i.get('format', 'image')}" if "url" not in i
                            else i["url"] for i in images)
-        answer += f" and sent {len(images)} image(s) ({shapes})"
-    answer += "."
+        answer = f"Stand-in answer: {len(images)} image(s) ({shapes}) and {len(text.split())} word(s)."
     content: str | None = answer
     if tools and tool_choice != "none":
         chosen = tools[0]
