@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -69,7 +70,7 @@ class Progress:
     def __init__(self, stream=None, verbose: bool = False) -> None:
         from rich.console import Console
 
-        self.console = Console(file=stream or sys.stderr, highlight=False)
+        self.console = Console(file=stream or sys.stderr, highlight=False, soft_wrap=True)
         self.verbose = verbose
         self._phase_started = 0.0
 
@@ -173,18 +174,29 @@ def run_playbook(playbook: str, inventory: Path, *, state_dir: Path, extravars: 
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_FORCE_COLOR": "False",
         "ANSIBLE_NOCOLOR": "True",
+        # the ansible-playbook of this interpreter's environment, also when that is not on PATH
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         **(envvars or {}),
     }
+    # Extra variables go to a 0600 file, never onto a command line where `ps` shows them.
+    env_dir = private / "env"
+    env_dir.mkdir(exist_ok=True)
+    extravars_file = env_dir / "extravars"
+    extravars_file.unlink(missing_ok=True)
+    if extravars:
+        fd = os.open(extravars_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(extravars, out)
     runner = ansible_runner.run(
         private_data_dir=str(private),
         project_dir=str(PLAYBOOKS),
         playbook=str(PLAYBOOKS / playbook),
         inventory=str(inventory),
-        extravars=extravars or {},
         envvars=env,
         cmdline=" ".join(cmdline) or None,
         limit=limit,
         quiet=True,
+        forks=50,  # every node of a multi-node replica at once (rendezvous, readiness)
         event_handler=collector,
         rotate_artifacts=5,
         suppress_env_files=True,

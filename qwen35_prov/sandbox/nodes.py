@@ -197,6 +197,11 @@ def destroy(name: str, progress: Progress = _quiet) -> bool:
         podman(["network", "rm", "-f", net])
     folder = sandbox_root() / name
     if folder.exists():
+        from .services import stop_services
+
+        stopped = stop_services(name)
+        if stopped:
+            progress(f"stopping the stand-in services {' '.join(stopped)}")
         found = True
         progress(f"removing {folder}")
         shutil.rmtree(folder)

@@ -1,0 +1,190 @@
+"""What a sandbox cluster uses in place of the vendors' repositories, the image registry and the hub.
+
+Every service here is a TEST DOUBLE from the repository's tests/ folder, started for the sandbox only:
+  - the stand-in apt repositories (tests/apt_standins/build_repo.py), served over HTTP;
+  - the local hub (tests/hub), serving a small generated checkpoint under the planned repository's name;
+  - the stand-in inference engine image (tests/doubles/sglang_standin/build.py) as a docker-archive tarball.
+They listen on the sandbox network's gateway (the host as the nodes see it) and stop by themselves after
+SERVICE_LIFETIME seconds, or when the sandbox is destroyed (stop_services).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from .nodes import network_name, sandbox_root
+from .podman import REPO_ROOT, podman
+
+SERVICE_LIFETIME = 4 * 3600
+HUB_TOKEN = "hf_qwen35_sandbox_TEST_DOUBLE_not_a_secret"
+HUB_CHECKPOINT_MB = 8
+HUGGINGFACE_HUB_VERSION = "2.4.0"
+DOCKER_IN_NODE = {"exec-opts": ["native.cgroupdriver=systemd"], "default-cgroupns-mode": "private"}
+
+
+@dataclass(frozen=True)
+class SandboxServices:
+    revision: str
+    extravars: dict[str, Any]
+    env: dict[str, str]  # for ansible-playbook's environment (secrets stay off command lines and files)
+
+
+def _folder(name: str) -> Path:
+    folder = sandbox_root() / name / "services"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def gateway(name: str) -> str:
+    out = podman(["network", "inspect", network_name(name)], check=True)
+    subnets = json.loads(out.stdout)[0].get("subnets") or []
+    if not subnets or not subnets[0].get("gateway"):
+        raise UserError(f"sandbox {name}: its network {network_name(name)} has no gateway")
+    return subnets[0]["gateway"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _run(argv: list[str], what: str, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(argv, capture_output=True, text=True, cwd=REPO_ROOT, **kwargs)
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+        raise UserError(f"sandbox: {what} failed: {' / '.join(tail)}")
+    return result
+
+
+def _start_detached(argv: list[str], log: Path, pid_file: Path) -> int:
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(["timeout", str(SERVICE_LIFETIME), *argv], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, cwd=REPO_ROOT, start_new_session=True)
+    pid_file.write_text(str(proc.pid))
+    return proc.pid
+
+
+def _running(pid_file: Path) -> bool:
+    return pid_file.exists() and _alive(int(pid_file.read_text() or 0))
+
+
+def _wait_port(host: str, port: int, seconds: float = 30) -> None:
+    import socket
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise UserError(f"sandbox: nothing answers on {host}:{port}")
+
+
+def _apt_standins(name: str, gw: str, progress) -> str:
+    folder = _folder(name)
+    root, pid_file, port = folder / "apt", folder / "apt.pid", 8765
+    if not (root / "qwen35-standins.pub").exists():
+        progress("building the stand-in vendor apt repositories (TEST DOUBLES)")
+        _run([sys.executable, "tests/apt_standins/build_repo.py", "--out", str(root)], "building the apt stand-ins")
+    if not _running(pid_file):
+        _start_detached([sys.executable, "-m", "http.server", str(port), "--bind", gw, "--directory", str(root)],
+                        folder / "apt.log", pid_file)
+        _wait_port(gw, port)
+    return f"http://{gw}:{port}"
+
+
+def _hub(name: str, gw: str, repo: str, progress) -> tuple[str, str, Path]:
+    folder = _folder(name)
+    root, ready, pid_file = folder / "hub-root", folder / "hub-ready.json", folder / "hub.pid"
+    token = folder / "hub-token"
+    commit_file = folder / f"hub-commit-{repo.replace('/', '--')}"
+    if not commit_file.exists():
+        progress(f"generating a {HUB_CHECKPOINT_MB} MB stand-in checkpoint named {repo} on the local hub (TEST DOUBLE)")
+        out = _run([sys.executable, "-m", "tests.hub", "generate", "--root", str(root), "--repo", repo,
+                    "--size-mb", str(HUB_CHECKPOINT_MB), "--shards", "4"], "generating the hub's checkpoint")
+        commit_file.write_text(out.stdout.strip())
+    wheels = folder / "wheels"
+    if not any(wheels.glob("huggingface_hub-*.whl")):
+        progress("downloading huggingface_hub wheels for the nodes")
+        _run([sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(wheels),
+              f"huggingface_hub=={HUGGINGFACE_HUB_VERSION}"], "downloading huggingface_hub")
+    if not _running(pid_file):
+        token.write_text(HUB_TOKEN + "\n")
+        token.chmod(0o600)
+        ready.unlink(missing_ok=True)
+        _start_detached([sys.executable, "-m", "tests.hub", "serve", "--root", str(root), "--host", gw, "--port", "0",
+                         "--token-file", str(token), "--log", str(folder / "hub-requests.jsonl"),
+                         "--ready-file", str(ready)], folder / "hub.log", pid_file)
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not ready.exists():
+            raise UserError(f"sandbox: the local hub did not start; see {folder / 'hub.log'}")
+    return json.loads(ready.read_text())["url"], commit_file.read_text().strip(), wheels
+
+
+def _standin_image(progress) -> dict[str, str]:
+    progress("building the stand-in inference engine image (TEST DOUBLE), reused while unchanged")
+    out = _run([sys.executable, "tests/doubles/sglang_standin/build.py", "--json"], "building the stand-in image")
+    return json.loads(out.stdout)
+
+
+def start_services(name: str, repo: str, progress=lambda _m: None) -> SandboxServices:
+    """Start (or find running) the sandbox's stand-in services; return the hub revision and the extra vars."""
+    gw = gateway(name)
+    apt = _apt_standins(name, gw, progress)
+    hub_url, revision, wheels = _hub(name, gw, repo, progress)
+    image = _standin_image(progress)
+    extravars = {
+        # vendor repositories -> stand-in apt repositories (TEST DOUBLES)
+        "nvidia_driver_mirror": f"{apt}/compute/cuda/repos",
+        "nvidia_driver_repo_key_file": "qwen35-standins.pub",
+        "nvidia_driver_install_kernel_headers": False,
+        "nvidia_container_toolkit_mirror": f"{apt}/libnvidia-container",
+        "amdgpu_driver_mirror": apt,
+        "amdgpu_driver_install_kernel_headers": False,
+        "amdgpu_driver_require_gpu": False,  # no /dev/kfd in a container
+        # Docker from Debian inside systemd containers (../shared/reference/test-hosts.md)
+        "container_runtime_source": "distribution",
+        "container_runtime_daemon_json": DOCKER_IN_NODE,
+        # the hub -> the local hub (TEST DOUBLE)
+        "model_weights_hf_endpoint": hub_url,
+        "model_weights_pip_wheelhouse": str(wheels),
+        # the disk check sizes the stand-in checkpoint, not the 800 GB one it is named after
+        "qwen35_weights_gb": round(HUB_CHECKPOINT_MB / 1000 * 2, 3),
+        # the registry -> the stand-in engine image tarball (TEST DOUBLE), and no GPU device requests
+        "qwen35_image": image["ref"],
+        "sglang_image_archive": image["tarball"],
+        "sglang_image_digest": image["id"],
+        "sglang_server_device_args_override": [],
+        # NCCL needs GPUs; the role's CPU (gloo) path is tested by its Molecule scenario
+        "qwen35_preflight_nccl": False,
+    }
+    return SandboxServices(revision=revision, extravars=extravars, env={"HF_TOKEN": HUB_TOKEN})
+
+
+def stop_services(name: str) -> list[str]:
+    stopped = []
+    folder = sandbox_root() / name / "services"
+    for pid_file in folder.glob("*.pid"):
+        try:
+            pid = int(pid_file.read_text() or 0)
+            os.killpg(pid, signal.SIGTERM)
+            stopped.append(pid_file.stem)
+        except (ValueError, ProcessLookupError, PermissionError):
+            pass
+        pid_file.unlink(missing_ok=True)
+    return stopped
