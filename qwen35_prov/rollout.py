@@ -52,9 +52,22 @@ def resolve_inventory(args: argparse.Namespace) -> tuple[Path, str]:
         raise UserError(f"say which deployment: --cluster C or --inventory DIR{hint}")
     inv = _inventory_dir(args.cluster)
     if not (inv / "hosts.yml").exists():
+        inv = _inventory_dir(_canonical(args.cluster))
+    if not (inv / "hosts.yml").exists():
         raise UserError(f"no deployment of {args.cluster} under {state_root()}: run `qwen35-prov up --cluster "
                         f"{args.cluster} ...` first, or pass --inventory DIR")
-    return inv, args.cluster
+    return inv, inv.parent.name
+
+
+def _canonical(cluster: str) -> str:
+    """mi300x8 -> mi300xx8; names that are no cluster spec stay as they are (named clusters of a fleet)."""
+    from .catalog import load_catalog
+    from .cluster import parse_cluster
+
+    try:
+        return parse_cluster(cluster, load_catalog()).name
+    except UserError:
+        return cluster
 
 
 def sandbox_extravars(name: str, repo: str, progress=lambda _m: None):

@@ -1,0 +1,162 @@
+"""`qwen35-prov up / status / validate / down` end to end on sandbox clusters (real systemd containers,
+real SSH, real apt, real Docker in the nodes). GPUs, vendor repositories, the hub and the inference engine
+are the sandbox's TEST DOUBLES (README, "Test doubles").
+
+Slow (minutes per cluster): every test of a cluster shares one rollout.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from qwen35_prov.sandbox import destroy, node_name
+from qwen35_prov.sandbox.podman import podman
+
+pytestmark = pytest.mark.sandbox
+REPO = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "qwen35_prov"]
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("qwen35-state")
+    return {**os.environ, "QWEN35_STATE_DIR": str(folder)}
+
+
+def cli(env, *args, timeout=1800):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
+
+
+def up_json(env, cluster, *extra):
+    r = cli(env, "up", "--cluster", cluster, "--sandbox", "--json", *extra)
+    assert r.stdout, r.stderr[-3000:]
+    return r, json.loads(r.stdout)
+
+
+def in_node(cluster, index, *argv):
+    return podman(["exec", node_name(cluster, index), *argv], check=False)
+
+
+@pytest.fixture(scope="module")
+def h100x16(state):
+    destroy("h100x16")
+    r, summary = up_json(state, "h100x16")
+    yield r, summary
+    cli(state, "down", "--cluster", "h100x16")
+    destroy("h100x16")
+
+
+def test_up_h100x16_rolls_out_a_two_node_replica(h100x16):
+    r, summary = h100x16
+    assert r.returncode == 0, summary["failures"]
+    assert summary["status"] == "ok"
+    assert set(summary["hosts"]) >= {"q35-h100x16-node0", "q35-h100x16-node1"}
+    assert all(c["failed"] == 0 for c in summary["hosts"].values())
+    assert len(summary["endpoints"]) == 1 and summary["endpoints"][0].endswith(":30000/v1")
+    phases = [p["name"] for p in summary["phases"]]
+    for word in ("Validate", "driver", "Image", "Weights", "Server", "Smoke"):
+        assert any(word in p for p in phases), phases
+    assert "TEST DOUBLE" in summary["note"]
+    assert "==> " in r.stderr  # live progress per phase on stderr, JSON alone on stdout
+
+
+def test_the_two_nodes_are_wired_as_ranks_of_one_replica(h100x16, state):
+    _, summary = h100x16
+    head_ip = summary["endpoints"][0].split("//")[1].split(":")[0]
+    for index in (0, 1):
+        unit = in_node("h100x16", index, "systemctl", "cat", "qwen35-sglang-r0.service").stdout
+        assert f"--node-rank {index}" in unit or f"--node-rank' '{index}" in unit or f"--node-rank\" \"{index}" in unit
+        assert f"{head_ip}:20000" in unit
+        assert "--nnodes" in unit and "--tp-size" in unit
+        assert in_node("h100x16", index, "systemctl", "is-active", "qwen35-sglang-r0.service").stdout.strip() == "active"
+
+
+def test_the_endpoint_passes_the_smoke_checks(h100x16, state):
+    _, summary = h100x16
+    r = cli(state, "smoke", "--url", summary["endpoints"][0], "--json", timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_status_reports_units_health_and_gpu_memory(h100x16, state):
+    r = cli(state, "status", "--cluster", "h100x16", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)["nodes"]
+    assert {row["host"] for row in rows} == {"q35-h100x16-node0", "q35-h100x16-node1"}
+    assert all(row["state"] == "active" for row in rows)
+    head = [row for row in rows if row["node_rank"] == 0][0]
+    assert head["health"] == "ok"
+    assert "MiB" in head["gpu_memory"]
+
+
+def test_validate_passes_every_check(h100x16, state):
+    r = cli(state, "validate", "--cluster", "h100x16", "--json")
+    data = json.loads(r.stdout)
+    assert r.returncode == 0, data
+    checks = {(c["host"], c["check"]) for c in data["checks"]}
+    for check in ("driver matches pin", "fabric manager", "image as pinned", "unit active", "/health", "smoke requests"):
+        assert ("q35-h100x16-node0", check) in checks, check
+    assert all(c["ok"] for c in data["checks"])
+
+
+def test_a_second_up_changes_nothing(h100x16, state):
+    r, summary = up_json(state, "h100x16")
+    assert r.returncode == 0, summary["failures"]
+    changed = {h: c["changed"] for h, c in summary["hosts"].items() if c["changed"]}
+    assert changed == {}
+
+
+def test_a_stopped_node_is_named_and_a_rerun_converges(h100x16, state):
+    podman(["stop", "-t", "2", node_name("h100x16", 1)])
+    try:
+        r, summary = up_json(state, "h100x16", "--tags", "validate")
+        assert r.returncode != 0 and summary["status"] == "failed"
+        assert any(f["host"] == "q35-h100x16-node1" for f in summary["failures"]), summary["failures"]
+    finally:
+        podman(["start", node_name("h100x16", 1)])
+    in_node("h100x16", 1, "systemctl", "is-system-running", "--wait")
+    r, summary = up_json(state, "h100x16")
+    assert r.returncode == 0, summary["failures"]
+    assert cli(state, "validate", "--cluster", "h100x16").returncode == 0
+
+
+def test_down_stops_the_units_and_keeps_the_weights(h100x16, state):
+    r = cli(state, "down", "--cluster", "h100x16", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for index in (0, 1):
+        assert in_node("h100x16", index, "systemctl", "is-active", "qwen35-sglang-r0.service").stdout.strip() != "active"
+        assert in_node("h100x16", index, "systemctl", "is-enabled", "qwen35-replica-r0.target").stdout.strip() != "enabled"
+    inv = Path(state["QWEN35_STATE_DIR"]) / "h100x16" / "inventory"
+    model_path = yaml.safe_load((inv / "group_vars/qwen35_nodes/weights.yml").read_text())["qwen35_model_path"]
+    assert in_node("h100x16", 0, "test", "-f", f"{model_path}/config.json").returncode == 0
+
+
+def test_a_bad_fleet_is_refused_before_any_host_is_touched(tmp_path, state):
+    fleet = tmp_path / "fleet.yml"
+    fleet.write_text("hosts:\n  - name: gpu-01\n    address: 192.0.2.10\n    gpu: h900\n    gpu_count: 8\n")
+    env = {**state, "QWEN35_STATE_DIR": str(tmp_path / "state")}
+    r = cli(env, "up", "--cluster", "h100x8", "--fleet", str(fleet))
+    assert r.returncode == 2
+    assert "gpu-01" in r.stderr and "gpu" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "state" / "h100x8" / "runner").exists()
+
+
+@pytest.mark.parametrize("cluster,vendor_env", [("h200x8", None), ("mi300x8", "SGLANG_USE_AITER=1")])
+def test_single_node_clusters_of_both_vendors(cluster, vendor_env, state):
+    name = "mi300xx8" if cluster == "mi300x8" else cluster
+    destroy(name)
+    try:
+        r, summary = up_json(state, cluster)
+        assert r.returncode == 0, summary["failures"]
+        assert len(summary["endpoints"]) == 1
+        unit = in_node(name, 0, "systemctl", "cat", "qwen35-sglang-r0.service").stdout
+        assert "--nnodes" not in unit
+        if vendor_env:
+            assert vendor_env in unit
+        assert cli(state, "validate", "--cluster", name).returncode == 0
+    finally:
+        destroy(name)
