@@ -8,7 +8,7 @@ the toolkit and its tests use exactly what the nodes run:
     weights.fetch(repo, revision, root, endpoint=..., token=...)      # hub -> ROOT/<repo>/<commit>, verified
     weights.pull(manifest, root, source)                              # peer -> here (rsync), verified
     weights.check_snapshot(path, full=False)                          # marker fast path / full re-hash
-    weights.fanout_rounds(hosts)                                      # doubling fan-out schedule
+    weights.fanout_sources(hosts)                                     # who copies from whom (binomial tree)
     weights.SCRIPT                                                    # the file the role ships
 """
 
@@ -68,6 +68,8 @@ snapshot_dir = _impl.snapshot_dir
 staging_dir = _impl.staging_dir
 make_link = _impl.make_link
 fanout_rounds = _impl.fanout_rounds
+fanout_sources = _impl.fanout_sources
+HEARTBEAT = _impl.HEARTBEAT
 check_revision = _impl.check_revision
 is_commit = _impl.is_commit
 hash_file = _impl.hash_file
@@ -78,5 +80,5 @@ __all__ = [
     "SCRIPT", "MARKER", "PROGRESS", "INCOMPLETE", "FileSpec", "Manifest", "Result", "SnapshotStatus", "Counters",
     "WeightsError", "UsageError", "DiskSpaceError", "LockedError", "VerificationError", "fetch", "pull",
     "hub_manifest", "check_snapshot", "snapshot_status", "check_space", "space_needed", "snapshot_dir",
-    "staging_dir", "make_link", "fanout_rounds", "check_revision", "is_commit", "hash_file", "read_marker", "main",
+    "staging_dir", "make_link", "fanout_rounds", "fanout_sources", "HEARTBEAT", "check_revision", "is_commit", "hash_file", "read_marker", "main",
 ]

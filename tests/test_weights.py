@@ -369,6 +369,55 @@ def test_pull_cli_takes_the_manifest_on_stdin(hub_root, tmp_path):
 
 # ---------------------------------------------------------------------------------- schedule, safety
 
+def test_pull_follow_copies_while_the_peer_still_downloads_and_ends_right_after_it(hub_root, tmp_path):
+    root, _, big = hub_root
+    repo = "Qwen/Qwen3.5-Big"
+    with LocalHub(root, mbps=48) as hub:  # 6 MB/s: the stager's download takes ~8 s
+        manifest = weights.hub_manifest(repo, big, endpoint=hub.url)   # the hub's listing: no sha256 for small files
+        hub.clear()
+        stager = subprocess.Popen([sys.executable, SCRIPT, "fetch", "--root", str(tmp_path / "a"), "--repo", repo,
+                                   "--revision", big, "--endpoint", hub.url, "--workers", "1"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        r = weights.pull(manifest, tmp_path / "b", str(tmp_path / "a" / repo / big), follow=True, poll=0.2,
+                         stall_timeout=60, log=quiet)
+        stager_rc = stager.wait(timeout=60)
+        stager_done = time.time()
+        reqs = hub.requests
+    assert stager_rc == 0
+    assert r.status == "pulled"
+    assert r.counters["files_streamed"] >= 1          # copied from the stager's staging dir, before it published
+    assert r.counters["files_downloaded"] == len(manifest.files)
+    assert weights.check_snapshot(tmp_path / "b" / repo / big, full=True).complete
+    assert set(downloads_by_file(reqs)) == {f.path for f in manifest.files}   # the hub served the stager only
+    assert all(d["gets"] == 1 for d in downloads_by_file(reqs).values())
+    assert time.time() - stager_done < 20
+
+
+def test_pull_follow_gives_up_on_a_source_that_shows_no_life(hub_root, tmp_path):
+    root, commit, _ = hub_root
+    with LocalHub(root) as hub:
+        manifest = weights.hub_manifest(REPO, commit, endpoint=hub.url)
+    (tmp_path / "a" / REPO / f".staging-{commit}").mkdir(parents=True)   # a download that died: no heartbeat
+    with pytest.raises(weights.WeightsError, match="no sign of a download or copy"):
+        weights.pull(manifest, tmp_path / "b", str(tmp_path / "a" / REPO / commit), follow=True, poll=0.1,
+                     stall_timeout=1.5, log=quiet)
+    assert not (tmp_path / "b" / REPO / commit).exists()
+
+
+@pytest.mark.parametrize("n", range(1, 18))
+def test_fanout_tree_sources_come_first_and_no_host_serves_more_than_log2_n(n):
+    hosts = [f"h{i}" for i in range(n)]
+    sources = weights.fanout_sources(hosts)
+    assert set(sources) == set(hosts[1:])
+    depth = {hosts[0]: 0}
+    for h in hosts[1:]:
+        assert hosts.index(sources[h]) < hosts.index(h)
+        depth[h] = depth[sources[h]] + 1
+    bound = (n - 1).bit_length()
+    assert max(depth.values()) <= bound
+    assert all(list(sources.values()).count(h) <= bound for h in hosts)
+
+
 @pytest.mark.parametrize("n", range(1, 10))
 def test_fanout_rounds_double_the_holders_each_round(n):
     hosts = [f"h{i}" for i in range(n)]

@@ -46,6 +46,7 @@ from urllib.parse import urlparse
 
 MARKER = ".qwen35-complete.json"
 PROGRESS = ".qwen35-progress.jsonl"
+HEARTBEAT = ".qwen35-heartbeat"
 INCOMPLETE = ".incomplete"
 MANIFEST_FORMAT = "qwen35-weights-manifest/1"
 MARKER_FORMAT = "qwen35-weights-marker/1"
@@ -53,7 +54,7 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 CHUNK = 8 * 1024 * 1024
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 #: Files this tool writes itself: never part of a snapshot's content, never copied between nodes.
-OWN_FILES = (MARKER, PROGRESS, INCOMPLETE)
+OWN_FILES = (MARKER, PROGRESS, INCOMPLETE, HEARTBEAT)
 
 EXIT_FAILED, EXIT_USAGE, EXIT_DISK, EXIT_LOCKED = 1, 2, 3, 4
 
@@ -289,6 +290,7 @@ class Counters:
     bytes_resumed: int = 0
     files_refetched: int = 0          # files that were present but failed verification
     digest_retries: int = 0           # downloads whose digest did not match and were fetched again
+    files_streamed: int = 0           # files copied from a peer that was still downloading (pull --follow)
     lock = threading.Lock()
 
     def add(self, **kw: int) -> None:
@@ -880,7 +882,7 @@ def fetch(repo: str, revision: str | None, root: Path | str, *, endpoint: str | 
                 f"({_mib(sum(f.size for f in todo))}) from {endpoint} with {workers} workers")
         hub = HubSession(repo=repo, commit=manifest.commit, endpoint=endpoint, token=token)
         errors: list[str] = []
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo) or 1))) as pool:
+        with _Heartbeat(stage), ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo) or 1))) as pool:
             futures = {pool.submit(_download_file, hub, f, stage, counters, log, attempts): f for f in todo}
             for fut in as_completed(futures):
                 try:
@@ -903,18 +905,77 @@ def _marker_total(snapdir: Path) -> int:
 
 # ------------------------------------------------------------------------------- copy from a peer
 
+class _Heartbeat:
+    """While a fetch or pull works on a staging dir, a counter in HEARTBEAT changes every few seconds: hosts
+    copying from this one (pull --follow) read it to tell a slow source from a dead one."""
+
+    def __init__(self, stage: Path, every: float = 2.0) -> None:
+        self.path = stage / HEARTBEAT
+        self.every = every
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="qwen35-heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        n = 0
+        while True:
+            n += 1
+            try:
+                tmp = self.path.with_name(self.path.name + ".tmp")
+                tmp.write_text(f"{os.getpid()} {n}\n")
+                os.replace(tmp, self.path)
+            except OSError:
+                pass
+            if self.stop.wait(self.every):
+                return
+
+    def __enter__(self) -> "_Heartbeat":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.path.unlink(missing_ok=True)
+
+
+def _split_source(source: str, commit: str) -> tuple[str, str]:
+    """The source's published snapshot and its staging dir, as rsync sources ending in '/'."""
+    base = source.rstrip("/")
+    parent, _, name = base.rpartition("/")
+    if name != commit or not parent:
+        raise UsageError(f"--source {source!r} must end with /<org>/<name>/{commit}/")
+    return base + "/", f"{parent}/.staging-{commit}/"
+
+
+def _rsync(argv_base: list[str], src: str, dest: str, files: list[str] | None = None,
+           listing: Path | None = None) -> subprocess.CompletedProcess:
+    argv = list(argv_base)
+    if files is not None and listing is not None:
+        listing.write_text("".join(f + "\n" for f in files))
+        argv += ["--files-from", str(listing)]
+    argv += [src, dest]
+    return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def pull(manifest: Manifest, root: Path | str, source: str, *, rsh: str | None = None, verify: str = "fast",
          reserve_bytes: int = 0, workers: int = 8, link_name: str | None = None, lock_timeout: float = 0,
-         rsync: str = "rsync", log: Log = _stderr_log) -> Result:
-    """Copy a complete snapshot from a peer (any rsync source: `host:path/` or a local `/path/`) and verify it
-    against MANIFEST (the stager's verified listing) before publishing it here. The hub is not contacted.
-    Interrupted copies resume (rsync --append-verify into the staging dir)."""
+         follow: bool = False, poll: float = 2.0, stall_timeout: float = 300.0, rsync: str = "rsync",
+         log: Log = _stderr_log) -> Result:
+    """Copy a snapshot from a peer (rsync source `host:ORG/NAME/COMMIT/` or a local `/.../ORG/NAME/COMMIT/`), check
+    every file against MANIFEST (the hub's listing, or a node's marker) and publish it here. The hub is not
+    contacted. Interrupted copies resume (rsync --append-verify into the staging dir).
+
+    FOLLOW: the peer may still be downloading (or copying) itself. Copy each file as soon as the peer has verified
+    it (its progress journal), so the copy runs alongside the peer's download and ends shortly after it; fail when
+    the peer shows no sign of life (its heartbeat) for STALL_TIMEOUT seconds."""
     root = Path(root)
     counters = Counters()
     full = verify == "full"
     link_name = link_name if link_name is not None else (None if is_commit(manifest.revision) else manifest.revision)
-    if any(f.sha256 is None for f in manifest.files):
-        raise UsageError("pull needs a manifest with a sha256 for every file (a node's completion marker)")
+    src_final, src_stage = _split_source(source, manifest.commit)
+    base = [rsync, "--recursive", "--times", "--append-verify", "--no-owner", "--no-group", "--chmod=D755,F644"]
+    if rsh:  # no --protect-args: rrsync refuses it
+        base += ["--rsh", rsh]
     with commit_lock(root, manifest.repo, manifest.commit, timeout=lock_timeout):
         final = snapshot_dir(root, manifest.repo, manifest.commit)
         st = check_snapshot(final, full=full, expect=manifest, counters=counters, workers=workers,
@@ -925,51 +986,92 @@ def pull(manifest: Manifest, root: Path | str, source: str, *, rsh: str | None =
         space = check_space(manifest, root, reserve_bytes)
         stage = _prepare_stage(manifest, root, log, distrust=st.bad_files)
         trusted = _trusted_files(manifest, stage, counters, False, workers, log)
-        todo = [f for f in manifest.files if f.path not in trusted]
-        if todo:
-            src = source if source.endswith("/") else source + "/"
-            listing = stage / INCOMPLETE / "files-from"
-            listing.write_text("".join(f.path + "\n" for f in todo))
-            argv = [rsync, "--recursive", "--times", "--append-verify", "--files-from", str(listing),
-                    "--no-owner", "--no-group", "--chmod=D755,F644"]  # no --protect-args: rrsync refuses it
-            if rsh:
-                argv += ["--rsh", rsh]
-            argv += [src, str(stage) + "/"]
-            log(f"{manifest.repo}@{manifest.commit[:12]}: copying {len(todo)} files ({_mib(sum(f.size for f in todo))}) "
-                f"from {source}")
+        work = stage / INCOMPLETE
+        by_path = {f.path: f for f in manifest.files}
+        journal = _Journal(stage)
+        started = time.monotonic()
+
+        small = [rsync] + (["--rsh", rsh] if rsh else [])
+        failures: dict[str, int] = {}
+
+        def copy_and_check(src: str, paths: list[str], strict: bool) -> None:
+            todo = [by_path[p] for p in paths]
             before = sum((stage / f.path).stat().st_size for f in todo if (stage / f.path).exists())
-            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True)
-            listing.unlink(missing_ok=True)
-            if proc.returncode != 0:
+            proc = _rsync(base, src, str(stage) + "/", [f.path for f in todo], work / "files-from")
+            # 3/23/24: the staging dir or some files vanished on the way (the peer published its snapshot or
+            # repaired a file meanwhile): the loop looks again
+            if proc.returncode != 0 and (strict or proc.returncode not in (3, 23, 24)):
                 tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
                 raise WeightsError(f"rsync from {source} failed (exit {proc.returncode}): {tail}; "
                                    f"the staging dir {stage} keeps what arrived and a re-run resumes")
             counters.add(bytes_downloaded=max(0, sum(f.size for f in todo) - before), bytes_resumed=before)
-            # Every copied byte is checked against the manifest before anything is published.
-            missing = []
 
-            def check(f: FileSpec) -> tuple[FileSpec, bool]:
+            def check(f: FileSpec) -> tuple[FileSpec, str]:
                 p = stage / f.path
-                if not p.is_file() or p.stat().st_size != f.size:
-                    return f, False
-                sha, blob = hash_file(p, f.size, git=not f.lfs)
-                counters.add(files_hashed=1, bytes_hashed=f.size)
-                if sha == f.sha256:
-                    _Journal(stage).add(_record(f, p, sha, blob))
-                    return f, True
+                if not p.is_file() or p.stat().st_size < f.size:
+                    return f, "short"
+                if p.stat().st_size == f.size:
+                    sha, blob = hash_file(p, f.size, git=not f.lfs)
+                    counters.add(files_hashed=1, bytes_hashed=f.size)
+                    if digest_matches(f, sha, blob):
+                        with open(p, "rb") as fh:
+                            os.fsync(fh.fileno())       # on disk before any marker says so
+                        journal.add(_record(f, p, sha, blob))
+                        return f, "ok"
                 p.unlink()
-                return f, False
+                return f, "bad"
 
+            problems = []
             with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-                for f, ok in pool.map(check, todo):
-                    if ok:
-                        counters.add(files_downloaded=1)
+                for f, state in pool.map(check, todo):
+                    if state == "ok":
+                        trusted.add(f.path)
+                        counters.add(files_downloaded=1, files_streamed=int(src == src_stage))
+                        continue
+                    failures[f.path] = failures.get(f.path, 0) + (state == "bad")
+                    if strict or failures[f.path] >= 3:
+                        problems.append(f"{f.path} ({'does not match the manifest' if state == 'bad' else 'incomplete'})")
+            if problems:
+                raise VerificationError(f"{len(problems)} file(s) copied from {source} failed (removed; a re-run "
+                                        f"copies them again): {', '.join(problems[:5])}")
+
+        log(f"{manifest.repo}@{manifest.commit[:12]}: copying {len(manifest.files) - len(trusted)} files "
+            f"({_mib(sum(f.size for f in manifest.files if f.path not in trusted))}) from {source}"
+            + (" as it arrives there" if follow else ""))
+        with _Heartbeat(stage):
+            if not follow:
+                missing = [f.path for f in manifest.files if f.path not in trusted]
+                if missing:
+                    copy_and_check(src_final, missing, strict=True)
+            else:
+                last_beat, last_change = None, time.monotonic()
+                while True:
+                    if _rsync(small, src_final + MARKER, str(work / "source-marker.json")).returncode == 0:
+                        missing = [f.path for f in manifest.files if f.path not in trusted]
+                        if missing:   # the peer is complete: whatever is left, from its snapshot
+                            copy_and_check(src_final, missing, strict=True)
+                        break
+                    ready: list[str] = []
+                    if _rsync(small, src_stage + PROGRESS, str(work / "source-progress.jsonl")).returncode == 0:
+                        for line in (work / "source-progress.jsonl").read_text().splitlines():
+                            try:
+                                ready.append(json.loads(line)["path"])
+                            except (json.JSONDecodeError, KeyError, TypeError):
+                                continue
+                    beat = None
+                    if _rsync(small, src_stage + HEARTBEAT, str(work / "source-heartbeat")).returncode == 0:
+                        beat = (work / "source-heartbeat").read_text()
+                    if beat is not None and beat != last_beat:
+                        last_beat, last_change = beat, time.monotonic()
+                    elif time.monotonic() - last_change > stall_timeout:
+                        raise WeightsError(f"{source}: no published snapshot and no sign of a download or copy "
+                                           f"there for {stall_timeout:.0f} s (did it stop?); a re-run resumes")
+                    new = [p for p in dict.fromkeys(ready) if p in by_path and p not in trusted]
+                    if new:
+                        copy_and_check(src_stage, new, strict=False)
                     else:
-                        missing.append(f.path)
-            if missing:
-                raise VerificationError(f"{len(missing)} file(s) copied from {source} do not match the manifest "
-                                        f"(removed; a re-run copies them again): {', '.join(missing[:5])}")
+                        time.sleep(poll)
+        log(f"copied in {time.monotonic() - started:.1f} s")
         path = _publish(manifest, root, stage, log)
         return _finish_link(Result("pulled", str(path), manifest.repo, manifest.revision, manifest.commit,
                                    len(manifest.files), manifest.total_bytes, counters.to_dict(), space=space),
@@ -994,15 +1096,25 @@ def fanout_keys(key_dir: Path | str, comment: str, host_key: str = "/etc/ssh/ssh
             "created": created, "rrsync": bool(rrsync) and os.access(rrsync, os.X_OK)}
 
 
+def fanout_sources(hosts: Sequence[str]) -> dict[str, str]:
+    """Where each host copies from, hosts[0] being the stager: host i copies from host i - 2**floor(log2 i)
+    (1 and 2 from 0, 3 from 1, 4 from 0, 5 from 1, ...): a binomial tree. Copied in rounds, 2**k hosts would
+    hold the snapshot after round k; with `pull --follow` every host copies at the same time, each file as soon
+    as its source has verified it, so the whole tree finishes shortly after the stager's download. Depth and
+    the most copies one host serves are both ceil(log2 N)."""
+    return {hosts[i]: hosts[i - (1 << (i.bit_length() - 1))] for i in range(1, len(hosts))}
+
+
 def fanout_rounds(hosts: Sequence[str]) -> list[list[tuple[str, str]]]:
-    """Doubling fan-out from hosts[0]: in round k (1-based) host i, 2**(k-1) <= i < 2**k, copies from host
+    """The same tree as rounds: in round k (1-based) host i, 2**(k-1) <= i < 2**k, copies from host
     i - 2**(k-1). After round k, 2**k hosts hold the snapshot; N hosts need ceil(log2 N) rounds."""
-    rounds = []
-    k = 1
-    while 2 ** (k - 1) < len(hosts):
-        lo, hi = 2 ** (k - 1), min(2 ** k, len(hosts))
-        rounds.append([(hosts[i], hosts[i - lo]) for i in range(lo, hi)])
-        k += 1
+    sources = fanout_sources(hosts)
+    rounds: list[list[tuple[str, str]]] = []
+    for i, h in enumerate(hosts[1:], start=1):
+        k = i.bit_length()
+        while len(rounds) < k:
+            rounds.append([])
+        rounds[k - 1].append((h, sources[h]))
     return rounds
 
 
@@ -1098,6 +1210,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--manifest", default=None)
     s.add_argument("--source", required=True, help="rsync source of the snapshot: HOST:PATH/ or /local/path/")
     s.add_argument("--rsh", default=None, help="rsync --rsh command (ssh options for the cluster network)")
+    s.add_argument("--follow", action="store_true",
+                   help="the source may still be downloading: copy each file as soon as it has verified it")
+    s.add_argument("--poll", type=float, default=2.0, help="seconds between looks at the source (--follow)")
+    s.add_argument("--stall-timeout", type=float, default=300.0,
+                   help="fail when the source shows no sign of life for this long (--follow)")
     s.add_argument("--workers", type=int, default=8)
     s.add_argument("--verify", choices=("fast", "full"), default="fast")
     s.add_argument("--reserve-gb", type=_gb, default=0)
@@ -1116,7 +1233,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host-key", default="/etc/ssh/ssh_host_ed25519_key.pub")
     s.add_argument("--rrsync", default=None, help="report whether this rrsync is installed")
 
-    s = sub.add_parser("rounds", help="print the fan-out rounds for HOSTS (the first is the stager)")
+    s = sub.add_parser("rounds", help="print where each host copies from, and as rounds (the first host is the stager)")
     s.add_argument("hosts", nargs="+")
     return p
 
@@ -1149,7 +1266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UsageError("pull needs a manifest (--manifest FILE or --stdin-json)")
             out = pull(manifest, args.root, args.source, rsh=args.rsh, verify=args.verify,
                        reserve_bytes=args.reserve_gb, workers=args.workers, lock_timeout=args.lock_timeout,
-                       link_name=args.link_name).to_dict()
+                       link_name=args.link_name, follow=args.follow, poll=args.poll,
+                       stall_timeout=args.stall_timeout).to_dict()
         elif args.cmd == "link":
             changed = make_link(Path(args.root), args.repo, args.name, args.commit)
             out = {"link": str(repo_dir(Path(args.root), args.repo) / args.name), "commit": args.commit,
@@ -1157,7 +1275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.cmd == "keys":
             out = fanout_keys(args.dir, args.comment, args.host_key, args.rrsync)
         elif args.cmd == "rounds":
-            out = [[{"dest": d, "source": s} for d, s in r] for r in fanout_rounds(args.hosts)]
+            out = {"sources": fanout_sources(args.hosts),
+                   "rounds": [[{"dest": d, "source": s} for d, s in r] for r in fanout_rounds(args.hosts)]}
         else:  # pragma: no cover - argparse rejects it first
             raise UsageError(f"unknown command {args.cmd}")
     except WeightsError as e:
