@@ -6,7 +6,7 @@ docker-archive` writes `.cache/sglang-standin/sglang-standin-<hash>.tar`. The ha
 the Containerfile, the stand-in's code and SGLang's argument contract (dumped from the real SGLang 0.5.23
 parser at build time), so a rebuild happens only when one of them changes.
 
-Usage: python tests/doubles/sglang_standin/build.py [--base IMAGE] [--json]
+Usage: python tests/doubles/sglang_standin/build.py [--base IMAGE] [--variant next|broken] [--json]
 Prints the image reference, its ID (`sha256:...`, what `docker images --no-trunc` shows after a load) and
 the tarball path. Podman runs with CONTAINERS_CONF=<repo>/scripts/podman/containers.conf.
 """
@@ -122,15 +122,54 @@ def build(base: str | None = None, *, force: bool = False) -> dict:
         meta = {"ref": ref, "id": f"sha256:{image_id}", "tarball": str(tarball), "base": base_ref,
                 "sglang_version": sglang_python()[1], "size_bytes": tarball.stat().st_size, "test_double": True}
         meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-        for old in CACHE.glob("sglang-standin-*.tar"):  # keep only the current build
-            if old != tarball:
+        # keep only the current build (and the variants derived from it)
+        for old in CACHE.glob("sglang-standin-*.tar"):
+            if not old.name.startswith(f"sglang-standin-{tag}"):
                 old.unlink(missing_ok=True)
                 old.with_suffix(".json").unlink(missing_ok=True)
         listed = _podman(["images", "--format", "{{.Repository}}:{{.Tag}}", IMAGE_REPO]).stdout.split()
-        for other in (r for r in listed if r != ref):
+        for other in (r for r in listed if not r.startswith(ref)):
             _podman(["rmi", other])
         _log(f"saved {tarball} ({meta['size_bytes'] // 1_000_000} MB)")
         return meta
+
+
+# Variants for upgrade tests (TEST DOUBLES): the stand-in with one more layer, so a different image ID and tag.
+#   next:   serves like the stand-in (a "new release" that works)
+#   broken: never reports healthy (SGLANG_STANDIN_REFUSE_HEALTH=1), for the rollback path
+VARIANTS = {
+    "next": ['LABEL qwen35.standin-variant="next"'],
+    "broken": ['LABEL qwen35.standin-variant="broken"', "ENV SGLANG_STANDIN_REFUSE_HEALTH=1"],
+}
+
+
+def build_variant(variant: str, base: str | None = None, *, force: bool = False) -> dict:
+    """<ref>-<variant> derived from the current stand-in, saved as its own docker-archive tarball."""
+    meta = build(base)
+    ref, tarball = f"{meta['ref']}-{variant}", Path(meta["tarball"]).with_suffix("").as_posix() + f"-{variant}.tar"
+    tarball = Path(tarball)
+    meta_path = tarball.with_suffix(".json")
+    with open(CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if tarball.is_file() and meta_path.is_file() and not force:
+            return json.loads(meta_path.read_text())
+        if _podman(["image", "exists", meta["ref"]]).returncode != 0:
+            _check(_podman(["load", "--input", meta["tarball"]], timeout=600), "loading the stand-in")
+        with tempfile.TemporaryDirectory(prefix="sglang-standin-variant-", dir="/var/tmp") as tmp:
+            containerfile = Path(tmp) / "Containerfile"
+            containerfile.write_text("\n".join([f"FROM {meta['ref']}", *VARIANTS[variant]]) + "\n")
+            _log(f"building the {variant} variant {ref}")
+            _check(_podman(["build", "--pull=never", "-t", ref, "-f", str(containerfile), tmp], timeout=300),
+                   "podman build (variant)")
+        image_id = _check(_podman(["image", "inspect", "--format", "{{.Id}}", ref]), "inspecting the variant").strip()
+        partial = tarball.with_suffix(".tar.part")
+        partial.unlink(missing_ok=True)
+        _check(_podman(["save", "--format", "docker-archive", "-o", str(partial), ref], timeout=600), "podman save")
+        partial.rename(tarball)
+        out = {**meta, "ref": ref, "id": f"sha256:{image_id}", "tarball": str(tarball), "variant": variant,
+               "size_bytes": tarball.stat().st_size}
+        meta_path.write_text(json.dumps(out, indent=2) + "\n")
+        return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", help="base image (default: the sandbox node image, built if missing)")
     parser.add_argument("--force", action="store_true", help="rebuild even when the tarball is current")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--variant", choices=sorted(VARIANTS),
+                        help="build <ref>-VARIANT from the stand-in (upgrade tests): next serves, broken never gets healthy")
     args = parser.parse_args(argv)
-    meta = build(args.base, force=args.force)
+    meta = build_variant(args.variant, args.base, force=args.force) if args.variant else build(args.base, force=args.force)
     if args.json:
         print(json.dumps(meta, indent=2))
     else:

@@ -107,6 +107,8 @@ class State:
         with self.lock:
             if self.broken:
                 return False, self.broken
+            if os.environ.get("SGLANG_STANDIN_REFUSE_HEALTH"):  # TEST DOUBLE switch: an image that never gets healthy
+                return False, "refusing health: SGLANG_STANDIN_REFUSE_HEALTH is set (TEST DOUBLE broken variant)"
             if not self.loaded:
                 return False, "loading weights"
             missing = self.args.nnodes - 1 - len(self.ranks)

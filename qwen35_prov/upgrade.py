@@ -1,0 +1,216 @@
+"""`qwen35-prov upgrade`: a rolling upgrade of the SGLang image (one replica at a time, health gate, rollback)
+or of the NVIDIA driver (one host at a time, the fabric manager following), through ansible-runner.
+
+Image: playbooks/upgrade.yml once per replica, in replica order; the first replica that fails is rolled back
+by the playbook and the upgrade stops there (later replicas keep the old image). Only when every replica took
+the new image is it written to the inventory (group_vars/qwen35_nodes/zz-upgrade.yml, a file the inventory
+generator carries over), so later `up`/`validate` runs use it.
+
+Driver: playbooks/drivers.yml with the new nvidia_driver_version, qwen35_drivers_serial=1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+from .rollout import _is_sandbox, _read_yaml, resolve_inventory, sandbox_extravars, state_root
+from .runner import Progress, run_playbook
+
+OVERRIDE = Path("group_vars") / "qwen35_nodes" / "zz-upgrade.yml"
+# what an upgrade may pin in the inventory (and what wins over the sandbox's own image variables)
+OVERRIDE_KEYS = ("qwen35_image", "sglang_image_digest", "sglang_image_archive",
+                 "nvidia_driver_version", "nvidia_driver_branch")
+_REF = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$", re.I)
+_DRIVER = re.compile(r"^(\d{3})\.\d+(\.\d+)?$")
+
+
+def read_overrides(inventory: Path) -> dict[str, Any]:
+    """What earlier upgrades pinned in this inventory ({} when none)."""
+    path = inventory / OVERRIDE
+    if not path.exists():
+        return {}
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return {k: v for k, v in data.items() if k in OVERRIDE_KEYS}
+
+
+def apply_overrides(extravars: dict[str, Any], inventory: Path) -> dict[str, Any]:
+    """Let an upgrade's pins win over extra variables (the sandbox passes its stand-in image as extra vars):
+    a pinned image brings its own digest and tarball, or none."""
+    pins = read_overrides(inventory)
+    if "qwen35_image" in pins and "qwen35_image" in extravars:
+        extravars.update({"sglang_image_digest": "", "sglang_image_archive": ""})
+    extravars.update(pins)
+    return extravars
+
+
+def write_overrides(inventory: Path, values: dict[str, Any]) -> Path:
+    """Pin VALUES in the inventory's override file; a value of None or "" removes that key."""
+    path = inventory / OVERRIDE
+    data = {**read_overrides(inventory), **values}
+    data = {k: v for k, v in data.items() if v not in (None, "")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("---\n# Written by `qwen35-prov upgrade` after every replica (or host) took it; wins over server.yml /\n"
+                   "# drivers.yml (loaded after them). Delete this file to go back to what the plan pins.\n"
+                   + yaml.safe_dump(data, sort_keys=True), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def replicas_of(inventory: Path) -> list[int]:
+    groups = _read_yaml(inventory / "hosts.yml")["all"]["children"]
+    found = sorted(int(m.group(1)) for g in groups if (m := re.match(r"^qwen35_replica_(\d+)$", g)))
+    if not found:
+        raise UserError(f"{inventory}: no qwen35_replica_<N> groups in hosts.yml")
+    return found
+
+
+def _base_extravars(inventory: Path, name: str) -> tuple[dict[str, Any], dict[str, str]]:
+    if not _is_sandbox(name):
+        return {}, {}
+    plan_vars = _read_yaml(inventory / "group_vars" / "qwen35_nodes" / "plan.yml")["qwen35_plan"]
+    services = sandbox_extravars(name, plan_vars["model_repo"])
+    return apply_overrides(dict(services.extravars), inventory), dict(services.env)
+
+
+def _print(data: dict[str, Any], as_json: bool) -> None:
+    from .cli import print_json
+
+    if as_json:
+        print_json(data)
+        return
+    print(f"\nupgrade: {data['status'].upper()} in {data['seconds']} s")
+    for step in data["replicas"] + data.get("hosts", []):
+        what = f"replica {step['replica']}" if "replica" in step else f"host {step['host']}"
+        print(f"  {what:<14} {step['status']:<11} {step.get('detail', '')}")
+    if data.get("error"):
+        print(f"  FAILED: {data['error']}")
+    for line in data.get("journal_tail", []):
+        print(f"    | {line}")
+    if data.get("persisted"):
+        print(f"  pinned in {data['persisted']}")
+
+
+def _upgrade_image(args, inventory: Path, name: str, started: float) -> dict[str, Any]:
+    if not _REF.match(args.image) or args.image.endswith(":"):
+        raise UserError(f"--image {args.image!r} is not an image reference (repository:tag or repository@sha256:...)")
+    if args.archive and not Path(args.archive).is_file():
+        raise UserError(f"--archive {args.archive}: no such file on this machine")
+    replicas = replicas_of(inventory)
+    extravars, envvars = _base_extravars(inventory, name)
+    extravars.update({"qwen35_image": args.image, "sglang_image_digest": args.digest or ""})
+    if args.archive:
+        extravars["sglang_image_archive"] = str(Path(args.archive).resolve())
+    else:
+        extravars.pop("sglang_image_archive", None)
+        if "sglang_image_archive" in read_overrides(inventory) or _is_sandbox(name):
+            extravars["sglang_image_archive"] = ""  # pull, not a tarball an earlier run pinned
+    if args.ready_timeout:
+        extravars["qwen35_upgrade_ready_timeout"] = args.ready_timeout
+    if args.no_drain:
+        extravars["qwen35_upgrade_drain"] = False
+    progress = None if args.json else Progress()
+    data: dict[str, Any] = {"kind": "image", "image": args.image, "inventory": str(inventory), "replicas": []}
+    for replica in replicas:
+        if progress:
+            progress.phase(f"replica {replica} -> {args.image}")
+        result = run_playbook("upgrade.yml", inventory, state_dir=state_root() / name, progress=progress,
+                              extravars={**extravars, "qwen35_upgrade_replica": replica}, envvars=envvars)
+        reports = [r for facts in result.facts.values() for r in facts.get("upgrade", [])]
+        step = {"replica": replica, "status": "upgraded" if result.ok else "rolled back",
+                "hosts": sorted({r["host"] for r in reports}),
+                "previous_image": next((r["previous_image"] for r in reports), None)}
+        if result.ok:
+            step["detail"] = f"now {args.image} (was {step['previous_image']})"
+            data["replicas"].append(step)
+            continue
+        failed = [r for r in reports if r.get("error")]
+        rollback = sorted({r["rollback"] for r in reports if r.get("rollback")})
+        if not reports:  # failed before anything changed (validation, replica not running, unreachable)
+            step["status"] = "unchanged"
+        step["detail"] = "; ".join(rollback) if rollback else ""
+        data["replicas"].append(step)
+        for later in replicas[replicas.index(replica) + 1:]:
+            data["replicas"].append({"replica": later, "status": "untouched", "detail": "still the previous image"})
+        message = next((f.message for f in result.failures if f.task.startswith("Fail - replica")), None)
+        data["error"] = message or "; ".join(f"{f.host}: {f.task}: {f.message}" for f in result.failures)
+        data["journal_tail"] = [line for r in failed for line in (r.get("journal_tail") or "").splitlines()][-15:]
+        data["failed_replica"] = replica
+        data["status"] = "failed"
+        data["artifacts"] = result.artifacts
+        return data
+    data["status"] = "ok"
+    # a digest or tarball pinned by an earlier upgrade belongs to the old image: replaced or removed
+    data["persisted"] = str(write_overrides(inventory, {
+        "qwen35_image": args.image, "sglang_image_digest": args.digest or None,
+        "sglang_image_archive": str(Path(args.archive).resolve()) if args.archive else None}))
+    return data
+
+
+def _upgrade_driver(args, inventory: Path, name: str, started: float) -> dict[str, Any]:
+    m = _DRIVER.match(args.driver_version)
+    if not m:
+        raise UserError(f"--driver-version {args.driver_version!r}: expected the exact package version, e.g. 580.159.04")
+    extravars, envvars = _base_extravars(inventory, name)
+    pins = {"nvidia_driver_version": args.driver_version, "nvidia_driver_branch": int(m.group(1))}
+    extravars.update({**pins, "qwen35_drivers_serial": 1})
+    progress = None if args.json else Progress()
+    result = run_playbook("drivers.yml", inventory, state_dir=state_root() / name, extravars=extravars,
+                          envvars=envvars, progress=progress)
+    data: dict[str, Any] = {"kind": "driver", "driver_version": args.driver_version, "inventory": str(inventory),
+                            "replicas": [], "hosts": [
+                                {"host": h, "status": "failed" if c.failed or c.unreachable else "ok",
+                                 "detail": f"changed={c.changed}"} for h, c in sorted(result.hosts.items())
+                                if h != "localhost"]}
+    if result.ok:
+        data["status"] = "ok"
+        data["persisted"] = str(write_overrides(inventory, pins))
+    else:
+        data["status"] = "failed"
+        data["error"] = "; ".join(f"{f.host}: {f.task}: {f.message}" for f in result.failures)
+        data["artifacts"] = result.artifacts
+    return data
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    if bool(args.image) == bool(args.driver_version):
+        raise UserError("say what to upgrade: --image REF (rolling, one replica at a time) or --driver-version V "
+                        "(rolling, one host at a time)")
+    inventory, name = resolve_inventory(args)
+    started = time.monotonic()
+    data = (_upgrade_image if args.image else _upgrade_driver)(args, inventory, name, started)
+    data["seconds"] = round(time.monotonic() - started, 1)
+    _print(data, args.json)
+    return 0 if data["status"] == "ok" else 1
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "upgrade", help="rolling upgrade of the SGLang image (per replica, rollback on failure) or the driver",
+        description="Rolling upgrade. --image: one replica at a time (drained from the router when there is one), "
+                    "new image, units re-rendered, restart, readiness and smoke checks; a replica that fails is "
+                    "rolled back to its previous image and unit, and the upgrade stops there. The new image is "
+                    "pinned in the inventory only after every replica took it. --driver-version: the NVIDIA driver "
+                    "(and fabric manager) one host at a time. docs/upgrade.md",
+        epilog="Examples: qwen35-prov upgrade --cluster h200x8 --image lmsysorg/sglang:v0.5.24 ; "
+               "qwen35-prov upgrade --inventory inv --driver-version 580.159.04 --json")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--cluster", help="the cluster `up` deployed")
+    target.add_argument("--inventory", help="an inventory folder written by `qwen35-prov inventory`")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--image", help="the new SGLang image (repository:tag or @sha256 digest; no mutable tags)")
+    what.add_argument("--driver-version", help="the new NVIDIA driver package version (e.g. 580.159.04)")
+    p.add_argument("--digest", help="with --image: pin the content too (sha256:<64 hex>, the image ID or a registry digest)")
+    p.add_argument("--archive", help="with --image: a docker-archive tarball of it on this machine (air-gapped), loaded on each node")
+    p.add_argument("--ready-timeout", type=int, help="seconds each replica may take to become ready (default: the inventory's)")
+    p.add_argument("--no-drain", action="store_true", help="do not drain replicas from the router")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_upgrade)

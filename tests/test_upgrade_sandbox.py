@@ -1,0 +1,119 @@
+"""`qwen35-prov upgrade --image` end to end on a one-node sandbox serving two replicas (h100x8, 122b: two
+replicas of TP 4 on one node). The "new images" are TEST DOUBLE variants of the stand-in engine
+(tests/doubles/sglang_standin/build.py --variant next|broken): `next` serves, `broken` never reports healthy.
+
+One rollout shared by every test of the module, in order: a good upgrade, validate, a broken upgrade rolled back.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from qwen35_prov.sandbox import destroy, node_name
+from qwen35_prov.sandbox.podman import podman
+
+pytestmark = pytest.mark.sandbox
+REPO = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "qwen35_prov"]
+CLUSTER = "h100x8"          # sandbox q35-h100x8-node0; no other test creates this sandbox
+NODE = node_name(CLUSTER, 0)
+
+
+def cli(env, *args, timeout=1500):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
+
+
+def variant(name):
+    out = subprocess.run([sys.executable, str(REPO / "tests/doubles/sglang_standin/build.py"), "--variant", name,
+                          "--json"], capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout)
+
+
+def running_image(replica):
+    out = podman(["exec", NODE, "docker", "container", "inspect", "--format", "{{.Config.Image}} {{.Image}}",
+                  f"qwen35-sglang-r{replica}"], check=False)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+def healthy(replica):
+    port = 30000 + replica
+    out = podman(["exec", NODE, "python3", "-c",
+                  f"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{port}/health', timeout=5).status)"],
+                 check=False)
+    return out.stdout.strip() == "200"
+
+
+def upgrade(env, image, *extra):
+    r = cli(env, "upgrade", "--cluster", CLUSTER, "--image", image["ref"], "--digest", image["id"],
+            "--archive", image["tarball"], "--ready-timeout", "30", "--json", *extra)
+    assert r.stdout, r.stderr[-3000:]
+    return r, json.loads(r.stdout)
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    env = {**os.environ, "QWEN35_STATE_DIR": str(tmp_path_factory.mktemp("qwen35-upgrade-state"))}
+    destroy(CLUSTER)
+    r = cli(env, "up", "--cluster", CLUSTER, "--sandbox", "--model", "122b", "--json")
+    summary = json.loads(r.stdout) if r.stdout else {}
+    try:
+        assert r.returncode == 0, summary.get("failures") or r.stderr[-3000:]
+        assert len(summary["endpoints"]) == 2
+        yield env, Path(summary["inventory"]), running_image(0)
+    finally:
+        cli(env, "down", "--cluster", CLUSTER)
+        destroy(CLUSTER)
+
+
+def test_upgrade_moves_every_replica_to_the_new_image(deployed):
+    env, inventory, original = deployed
+    new = variant("next")
+    assert new["id"] != original[1]
+    r, data = upgrade(env, new)
+    assert r.returncode == 0, data
+    assert data["status"] == "ok"
+    assert [(s["replica"], s["status"]) for s in data["replicas"]] == [(0, "upgraded"), (1, "upgraded")]
+    assert all(s["previous_image"] == original[0] for s in data["replicas"])
+    for replica in (0, 1):
+        assert running_image(replica) == [new["ref"], new["id"]]
+        assert healthy(replica)
+    pinned = yaml.safe_load((inventory / "group_vars/qwen35_nodes/zz-upgrade.yml").read_text())
+    assert pinned["qwen35_image"] == new["ref"] and pinned["sglang_image_digest"] == new["id"]
+
+
+def test_validate_passes_on_the_upgraded_deployment(deployed):
+    env, _, _ = deployed
+    r = cli(env, "validate", "--cluster", CLUSTER, "--json")
+    data = json.loads(r.stdout)
+    assert r.returncode == 0, data
+    pinned = [c for c in data["checks"] if c["check"] == "image as pinned"]
+    assert pinned and all(c["ok"] and "-next" in c["detail"] for c in pinned)
+
+
+def test_a_broken_image_is_rolled_back_and_the_upgrade_stops(deployed):
+    env, inventory, _ = deployed
+    before = [running_image(0), running_image(1)]
+    broken = variant("broken")
+    r, data = upgrade(env, broken)
+    assert r.returncode == 1 and data["status"] == "failed", data
+    assert data["failed_replica"] == 0
+    assert "replica 0" in data["error"] and broken["ref"] in data["error"] and "rolled back" in data["error"]
+    assert "refusing health" in data["error"] + "\n".join(data["journal_tail"]) or "not ready" in data["error"]
+    assert [(s["replica"], s["status"]) for s in data["replicas"]] == [(0, "rolled back"), (1, "untouched")]
+    assert "serving again" in data["replicas"][0]["detail"]
+    # replica 0 runs the previous image again and serves; replica 1 was never touched
+    assert running_image(0) == before[0]
+    assert running_image(1) == before[1]
+    assert healthy(0) and healthy(1)
+    unit = podman(["exec", NODE, "systemctl", "cat", "qwen35-sglang-r0.service"], check=False).stdout
+    assert before[0][0] in unit and broken["ref"] not in unit
+    # the failed image is not pinned
+    pinned = yaml.safe_load((inventory / "group_vars/qwen35_nodes/zz-upgrade.yml").read_text())
+    assert pinned["qwen35_image"] == before[0][0]
