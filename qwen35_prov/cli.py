@@ -105,7 +105,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 # Modules that add their own subcommands through register(subparsers), in --help order.
-COMMAND_MODULES = ("probe", "inventory", "sandbox.cli", "rollout", "smoke", "bench", "metrics")
+COMMAND_MODULES = ("probe", "inventory", "sandbox.cli", "rollout", "upgrade", "smoke", "bench", "metrics")
 
 
 def build_parser() -> argparse.ArgumentParser:

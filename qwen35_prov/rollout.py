@@ -135,6 +135,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             options = replace(options, revision=services.revision)  # the stand-in hub's commit, pinned
     inventory = write_inventory(args.cluster, fleet, _inventory_dir(name), options,
                                 gpus_per_node=args.gpus_per_node, weights_dir_given=weights_dir_given)
+    if extravars:
+        from .upgrade import apply_overrides
+
+        apply_overrides(extravars, inventory)  # an image `upgrade` pinned wins over the sandbox's stand-in
     progress.console.print(f"    inventory: {inventory}")
     result = run_playbook("up.yml", inventory, state_dir=state_root() / name, extravars=extravars,
                           envvars=envvars, check=args.check, tags=args.tags, progress=progress)
@@ -157,7 +161,9 @@ def _run_read(args: argparse.Namespace, playbook: str, kind: str) -> tuple[RunRe
     if _is_sandbox(name):
         plan_vars = _read_yaml(inventory / "group_vars" / "qwen35_nodes" / "plan.yml")["qwen35_plan"]
         services = sandbox_extravars(name, plan_vars["model_repo"])
-        extravars, envvars = services.extravars, services.env
+        from .upgrade import apply_overrides
+
+        extravars, envvars = apply_overrides(dict(services.extravars), inventory), services.env
     result = run_playbook(playbook, inventory, state_dir=state_root() / name, extravars=extravars,
                           envvars=envvars, progress=progress)
     return result, inventory, started
