@@ -347,9 +347,9 @@ def test_pull_resumes_a_partial_copy(hub_root, tmp_path):
     src = tmp_path / "a" / repo / big
     manifest = weights.Manifest.from_dict(weights.read_marker(src))
     shard = next(f for f in manifest.files if f.lfs and f.size > 1e6)
-    stage = weights.staging_dir(tmp_path / "b", repo, big)
-    stage.mkdir(parents=True)
-    (stage / shard.path).write_bytes((src / shard.path).read_bytes()[: shard.size // 2])
+    partial = weights.staging_dir(tmp_path / "b", repo, big) / weights.INCOMPLETE / shard.path
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes((src / shard.path).read_bytes()[: shard.size // 2])   # a copy cut off half way
     r = weights.pull(manifest, tmp_path / "b", str(src), log=quiet)
     assert r.status == "pulled" and r.counters["bytes_resumed"] == shard.size // 2
     assert weights.check_snapshot(tmp_path / "b" / repo / big, full=True).complete

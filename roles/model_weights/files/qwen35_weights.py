@@ -994,10 +994,13 @@ def pull(manifest: Manifest, root: Path | str, source: str, *, rsh: str | None =
         small = [rsync] + (["--rsh", rsh] if rsh else [])
         failures: dict[str, int] = {}
 
+        work.mkdir(parents=True, exist_ok=True)
+
         def copy_and_check(src: str, paths: list[str], strict: bool) -> None:
+            # into .incomplete/ (where a partial copy of the file may already be), verified, then moved into place
             todo = [by_path[p] for p in paths]
-            before = sum((stage / f.path).stat().st_size for f in todo if (stage / f.path).exists())
-            proc = _rsync(base, src, str(stage) + "/", [f.path for f in todo], work / "files-from")
+            before = sum((work / f.path).stat().st_size for f in todo if (work / f.path).exists())
+            proc = _rsync(base, src, str(work) + "/", [f.path for f in todo], work / ".qwen35-files-from")
             # 3/23/24: the staging dir or some files vanished on the way (the peer published its snapshot or
             # repaired a file meanwhile): the loop looks again
             if proc.returncode != 0 and (strict or proc.returncode not in (3, 23, 24)):
@@ -1007,7 +1010,7 @@ def pull(manifest: Manifest, root: Path | str, source: str, *, rsh: str | None =
             counters.add(bytes_downloaded=max(0, sum(f.size for f in todo) - before), bytes_resumed=before)
 
             def check(f: FileSpec) -> tuple[FileSpec, str]:
-                p = stage / f.path
+                p = work / f.path
                 if not p.is_file() or p.stat().st_size < f.size:
                     return f, "short"
                 if p.stat().st_size == f.size:
@@ -1016,7 +1019,10 @@ def pull(manifest: Manifest, root: Path | str, source: str, *, rsh: str | None =
                     if digest_matches(f, sha, blob):
                         with open(p, "rb") as fh:
                             os.fsync(fh.fileno())       # on disk before any marker says so
-                        journal.add(_record(f, p, sha, blob))
+                        dest = stage / f.path
+                        dest.parent.mkdir(parents=True, exist_ok=True)
+                        os.replace(p, dest)
+                        journal.add(_record(f, dest, sha, blob))
                         return f, "ok"
                 p.unlink()
                 return f, "bad"
@@ -1046,21 +1052,21 @@ def pull(manifest: Manifest, root: Path | str, source: str, *, rsh: str | None =
             else:
                 last_beat, last_change = None, time.monotonic()
                 while True:
-                    if _rsync(small, src_final + MARKER, str(work / "source-marker.json")).returncode == 0:
+                    if _rsync(small, src_final + MARKER, str(work / ".qwen35-source-marker.json")).returncode == 0:
                         missing = [f.path for f in manifest.files if f.path not in trusted]
                         if missing:   # the peer is complete: whatever is left, from its snapshot
                             copy_and_check(src_final, missing, strict=True)
                         break
                     ready: list[str] = []
-                    if _rsync(small, src_stage + PROGRESS, str(work / "source-progress.jsonl")).returncode == 0:
-                        for line in (work / "source-progress.jsonl").read_text().splitlines():
+                    if _rsync(small, src_stage + PROGRESS, str(work / ".qwen35-source-progress.jsonl")).returncode == 0:
+                        for line in (work / ".qwen35-source-progress.jsonl").read_text().splitlines():
                             try:
                                 ready.append(json.loads(line)["path"])
                             except (json.JSONDecodeError, KeyError, TypeError):
                                 continue
                     beat = None
-                    if _rsync(small, src_stage + HEARTBEAT, str(work / "source-heartbeat")).returncode == 0:
-                        beat = (work / "source-heartbeat").read_text()
+                    if _rsync(small, src_stage + HEARTBEAT, str(work / ".qwen35-source-heartbeat")).returncode == 0:
+                        beat = (work / ".qwen35-source-heartbeat").read_text()
                     if beat is not None and beat != last_beat:
                         last_beat, last_change = beat, time.monotonic()
                     elif time.monotonic() - last_change > stall_timeout:
@@ -1069,8 +1075,14 @@ def pull(manifest: Manifest, root: Path | str, source: str, *, rsh: str | None =
                     new = [p for p in dict.fromkeys(ready) if p in by_path and p not in trusted]
                     if new:
                         copy_and_check(src_stage, new, strict=False)
-                    else:
-                        time.sleep(poll)
+                    # the bytes of files the source is still receiving (appended in order): copied as they
+                    # come, so a file is nearly all here when the source has verified it
+                    exclude = work / ".qwen35-exclude"
+                    exclude.write_text("".join(f"/{p}\n" for p in sorted(trusted | set(new))) + "/.qwen35-*\n")
+                    partial = _rsync(base + ["--exclude-from", str(exclude)], src_stage + INCOMPLETE + "/",
+                                     str(work) + "/")
+                    if not new:
+                        time.sleep(poll if partial.returncode != 0 else poll / 2)
         log(f"copied in {time.monotonic() - started:.1f} s")
         path = _publish(manifest, root, stage, log)
         return _finish_link(Result("pulled", str(path), manifest.repo, manifest.revision, manifest.commit,
