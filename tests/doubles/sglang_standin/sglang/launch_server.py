@@ -246,7 +246,7 @@ def _fake_arguments(schema: dict, text: str) -> dict:
         if prop and prop.get("enum"):
             out[name] = prop["enum"][0]
         elif kind == "string":
-            out[name] = proper[-1]
+            out[name] = proper[0]
         elif kind == "integer":
             out[name] = 1
         elif kind == "number":
