@@ -5,7 +5,8 @@ Targets (every address and port comes from the inventory; nothing is guessed at 
   every launch; SGLang serves the metrics on the same port as the API);
 - `qwen35-node`: the Prometheus node exporter (port 9100) on every node;
 - `qwen35-dcgm`: NVIDIA's DCGM exporter (port 9400) on NVIDIA nodes;
-- `qwen35-amd-gpu`: AMD's Device Metrics Exporter (port 5000, its documented default) on AMD nodes.
+- `qwen35-amd-gpu`: AMD's Device Metrics Exporter (port 5000, its documented default) on AMD nodes;
+- `qwen35-router`: the SGLang Model Gateway's metrics (port 29000) when the plan has several replicas.
 
 Labels on every target: `cluster`, `node` (inventory hostname), `gpu_kind` (h200, mi300x, ...); on hosts that run one
 SGLang server also `replica` and `node_rank`. GPU exporters label their samples per GPU themselves (DCGM: `gpu`,
@@ -30,6 +31,9 @@ from .errors import UserError
 NODE_EXPORTER_PORT = 9100
 DCGM_EXPORTER_PORT = 9400
 AMD_EXPORTER_PORT = 5000
+# The SGLang Model Gateway's own metrics (roles/sglang_router: sglang_router_prometheus_port, on the first head
+# unless qwen35_router_host says otherwise), deployed when the plan has more than one replica.
+ROUTER_PROMETHEUS_PORT = 29000
 
 
 @dataclass
@@ -51,6 +55,11 @@ class Node:
 
 
 def read_inventory(inventory: Path) -> tuple[str, list[Node]]:
+    cluster, nodes, _ = read_inventory_full(inventory)
+    return cluster, nodes
+
+
+def read_inventory_full(inventory: Path) -> tuple[str, list[Node], dict[str, Any]]:
     """(cluster name, nodes in inventory order) from an inventory folder written by `qwen35-prov inventory`."""
     def load(path: Path) -> Any:
         try:
@@ -73,7 +82,7 @@ def read_inventory(inventory: Path) -> tuple[str, list[Node]]:
                            [int(g) for g in x.get("gpu_ids", [])]) for x in hv["qwen35_launches"]]
         nodes.append(Node(name, str((conn or {}).get("ansible_host", name)), hv["qwen35_vendor"],
                           hv["qwen35_gpu_kind"], launches))
-    return cluster, nodes
+    return cluster, nodes, plan_vars
 
 
 def _target(address: str, port: int) -> str:
@@ -106,7 +115,7 @@ def _gpu_relabels(nodes: list[Node], gpu_label: str) -> list[dict[str, Any]]:
 
 def scrape_config(cluster: str, nodes: list[Node], *, scrape_interval: str = "15s",
                   node_exporter_port: int = NODE_EXPORTER_PORT, dcgm_port: int = DCGM_EXPORTER_PORT,
-                  amd_port: int = AMD_EXPORTER_PORT) -> dict[str, Any]:
+                  amd_port: int = AMD_EXPORTER_PORT, router: tuple[str, int] | None = None) -> dict[str, Any]:
     jobs: list[dict[str, Any]] = []
 
     sglang = []
@@ -135,9 +144,22 @@ def scrape_config(cluster: str, nodes: list[Node], *, scrape_interval: str = "15
             entry["metric_relabel_configs"] = relabels
         jobs.append(entry)
 
+    if router is not None:
+        jobs.append({"job_name": "qwen35-router", "static_configs": [
+            {"targets": [_target(*router)], "labels": {"cluster": cluster, "role": "router"}}]})
+
     return {"global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval,
                        "external_labels": {"qwen35_cluster": cluster}},
             "scrape_configs": jobs}
+
+
+def router_target(nodes: list[Node], plan_vars: dict[str, Any], port: int) -> tuple[str, int] | None:
+    """The gateway's metrics address when the plan has several replicas (playbooks/router.yml deploys it on the
+    first replica head)."""
+    if int(plan_vars.get("qwen35_plan", {}).get("replicas", 1)) < 2 or port == 0:
+        return None
+    heads = [n for n in nodes if any(x.is_head for x in n.launches)]
+    return (heads[0].address, port) if heads else None
 
 
 def render(config: dict[str, Any], command: str) -> str:
@@ -153,14 +175,14 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     from .rollout import resolve_inventory
 
     inventory, _ = resolve_inventory(args)
-    cluster, nodes = read_inventory(inventory)
+    cluster, nodes, plan_vars = read_inventory_full(inventory)
     for port, flag in ((args.node_exporter_port, "--node-exporter-port"), (args.dcgm_port, "--dcgm-port"),
-                       (args.amd_port, "--amd-port")):
+                       (args.amd_port, "--amd-port"), (args.router_port or 1, "--router-port")):
         if not 0 < port < 65536:
             raise UserError(f"{flag} {port}: not a TCP port")
     config = scrape_config(cluster, nodes, scrape_interval=args.scrape_interval,
                            node_exporter_port=args.node_exporter_port, dcgm_port=args.dcgm_port,
-                           amd_port=args.amd_port)
+                           amd_port=args.amd_port, router=router_target(nodes, plan_vars, args.router_port))
     target = f"--inventory {args.inventory}" if args.inventory else f"--cluster {args.cluster}"
     text = render(config, f"qwen35-prov metrics {target}" + (f" --out {args.out}" if args.out else ""))
     if args.out:
@@ -191,4 +213,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dcgm-port", type=int, default=DCGM_EXPORTER_PORT, help="NVIDIA DCGM exporter, default 9400")
     p.add_argument("--amd-port", type=int, default=AMD_EXPORTER_PORT,
                    help="AMD Device Metrics Exporter, default 5000")
+    p.add_argument("--router-port", type=int, default=ROUTER_PROMETHEUS_PORT,
+                   help="the SGLang Model Gateway's metrics port on the first head, scraped when the plan has "
+                        "several replicas (default 29000; 0 leaves it out)")
     p.set_defaults(func=cmd_metrics)

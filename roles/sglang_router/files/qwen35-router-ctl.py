@@ -1,0 +1,154 @@
+#!/usr/bin/python3
+"""qwen35-router-ctl: keep the SGLang Model Gateway's worker list equal to the deployment's replica heads
+(installed by roles/sglang_router; standard library only, Python 3.8+).
+
+Why: the gateway drops a worker it cannot reach when it starts (a replica still loading its weights, a node
+rebooting) and never retries it; a worker that fails its health checks later stays registered and returns once
+healthy. So `watch` (the qwen35-router-watch service) adds every configured worker the gateway does not list,
+every few seconds, and keeps drained workers out.
+
+Commands (the configuration is /etc/qwen35-prov/router.json: {"router": URL, "workers": [URL, ...]}):
+  status                 the gateway's workers as JSON: url, healthy, registered, drained
+  reconcile              add missing workers, remove drained ones; prints what it did; exit 0
+  watch [--interval S]   reconcile forever
+  drain URL [--wait S]   stop routing to a worker (for a rolling upgrade): remembered until undrain
+  undrain URL            route to it again
+Drained workers are listed in /var/lib/qwen35-prov/router-drained.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+CONFIG = Path("/etc/qwen35-prov/router.json")
+DRAINED = Path("/var/lib/qwen35-prov/router-drained.json")
+
+
+def log(message: str) -> None:
+    print(f"qwen35-router-ctl: {message}", flush=True)
+
+
+def load_config(path: Path) -> dict:
+    data = json.loads(path.read_text())
+    if not isinstance(data.get("router"), str) or not isinstance(data.get("workers"), list):
+        raise SystemExit(f"{path}: needs 'router' (URL) and 'workers' (list of URLs)")
+    return data
+
+
+def drained(path: Path) -> list:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return []
+
+
+def save_drained(path: Path, urls: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(sorted(set(urls)), indent=1) + "\n")
+    tmp.replace(path)
+
+
+def call(method: str, url: str, body: dict | None = None, timeout: float = 10) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        raw = resp.read()
+    return json.loads(raw) if raw.strip() else {}
+
+
+def registered(router: str) -> dict:
+    """url -> worker record, as GET /workers lists them."""
+    return {w["url"].rstrip("/"): w for w in call("GET", f"{router}/workers").get("workers", [])}
+
+
+def reconcile(cfg: dict, drained_urls: list) -> list:
+    router = cfg["router"].rstrip("/")
+    have = registered(router)
+    actions = []
+    for url in cfg["workers"]:
+        url = url.rstrip("/")
+        if url in drained_urls:
+            if url in have:
+                call("DELETE", f"{router}/workers/{have[url]['id']}")
+                actions.append(f"removed drained {url}")
+        elif url not in have:
+            call("POST", f"{router}/workers", {"url": url})
+            actions.append(f"added {url}")
+    return actions
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="qwen35-router-ctl", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", type=Path, default=CONFIG)
+    p.add_argument("--drained-file", type=Path, default=DRAINED)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("status")
+    sub.add_parser("reconcile")
+    w = sub.add_parser("watch")
+    w.add_argument("--interval", type=float, default=10.0)
+    d = sub.add_parser("drain")
+    d.add_argument("url")
+    d.add_argument("--wait", type=float, default=30.0, help="seconds to wait until the gateway no longer lists it")
+    u = sub.add_parser("undrain")
+    u.add_argument("url")
+    args = p.parse_args(argv)
+    cfg = load_config(args.config)
+    router = cfg["router"].rstrip("/")
+
+    if args.cmd == "status":
+        have, out = registered(router), []
+        gone = drained(args.drained_file)
+        for url in cfg["workers"]:
+            w = have.get(url.rstrip("/"))
+            out.append({"url": url, "registered": w is not None, "healthy": bool(w and w.get("is_healthy")),
+                        "drained": url.rstrip("/") in gone})
+        print(json.dumps({"router": router, "workers": out}, indent=2))
+        return 0
+    if args.cmd == "reconcile":
+        for action in reconcile(cfg, drained(args.drained_file)):
+            log(action)
+        return 0
+    if args.cmd == "watch":
+        log(f"watching {router}: {len(cfg['workers'])} worker(s), every {args.interval:g} s")
+        while True:
+            try:
+                for action in reconcile(cfg, drained(args.drained_file)):
+                    log(action)
+            except (OSError, ValueError, KeyError) as exc:   # the gateway restarting: try again next round
+                log(f"gateway not answering ({exc}); next try in {args.interval:g} s")
+            time.sleep(args.interval)
+
+    url = args.url.rstrip("/")
+    if url not in [w.rstrip("/") for w in cfg["workers"]]:
+        raise SystemExit(f"{url} is not a worker of {args.config} ({', '.join(cfg['workers'])})")
+    urls = drained(args.drained_file)
+    if args.cmd == "drain":
+        save_drained(args.drained_file, urls + [url])
+        for action in reconcile(cfg, urls + [url]):
+            log(action)
+        deadline = time.monotonic() + args.wait
+        while url in registered(router):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{url} is still listed by the gateway after {args.wait:g} s")
+            time.sleep(0.5)
+        log(f"drained {url}")
+        return 0
+    save_drained(args.drained_file, [u for u in urls if u != url])
+    for action in reconcile(cfg, [u for u in urls if u != url]):
+        log(action)
+    log(f"undrained {url}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except urllib.error.URLError as exc:
+        raise SystemExit(f"qwen35-router-ctl: the gateway does not answer: {exc}") from None
