@@ -993,6 +993,32 @@ def pull(manifest: Manifest, root: Path | str, source: str, *, rsh: str | None =
 
         small = [rsync] + (["--rsh", rsh] if rsh else [])
         failures: dict[str, int] = {}
+        running: dict[str, tuple[Digest, int]] = {}   # digest of each partial copy's prefix, as it grows
+
+        def advance(f: FileSpec) -> tuple[Digest, int] | None:
+            """Hash the bytes appended to the partial copy of F since the last look (--follow)."""
+            p = work / f.path
+            try:
+                size = p.stat().st_size
+            except FileNotFoundError:
+                running.pop(f.path, None)
+                return None
+            d, off = running.get(f.path, (None, 0))
+            if d is None or size < off:
+                d, off = Digest(f.size, git=not f.lfs), 0
+            if size > off:
+                with open(p, "rb") as fh:
+                    fh.seek(off)
+                    left = size - off
+                    while left:
+                        chunk = fh.read(min(CHUNK, left))
+                        if not chunk:
+                            break
+                        d.update(chunk)
+                        off += len(chunk)
+                        left -= len(chunk)
+            running[f.path] = (d, off)
+            return d, off
 
         work.mkdir(parents=True, exist_ok=True)
 
@@ -1014,9 +1040,19 @@ def pull(manifest: Manifest, root: Path | str, source: str, *, rsh: str | None =
                 if not p.is_file() or p.stat().st_size < f.size:
                     return f, "short"
                 if p.stat().st_size == f.size:
-                    sha, blob = hash_file(p, f.size, git=not f.lfs)
+                    ok = False
+                    if follow and f.path in running:
+                        # hashed as it arrived; a copy that rsync had to send again is hashed whole below
+                        state = advance(f)
+                        if state is not None and state[1] == f.size:
+                            sha, blob = state[0].result()
+                            ok = digest_matches(f, sha, blob)
+                    if not ok:
+                        sha, blob = hash_file(p, f.size, git=not f.lfs)
+                        ok = digest_matches(f, sha, blob)
+                    running.pop(f.path, None)
                     counters.add(files_hashed=1, bytes_hashed=f.size)
-                    if digest_matches(f, sha, blob):
+                    if ok:
                         with open(p, "rb") as fh:
                             os.fsync(fh.fileno())       # on disk before any marker says so
                         dest = stage / f.path
@@ -1081,6 +1117,9 @@ def pull(manifest: Manifest, root: Path | str, source: str, *, rsh: str | None =
                     exclude.write_text("".join(f"/{p}\n" for p in sorted(trusted | set(new))) + "/.qwen35-*\n")
                     partial = _rsync(base + ["--exclude-from", str(exclude)], src_stage + INCOMPLETE + "/",
                                      str(work) + "/")
+                    for f in manifest.files:
+                        if f.path not in trusted:
+                            advance(f)
                     if not new:
                         time.sleep(poll if partial.returncode != 0 else poll / 2)
         log(f"copied in {time.monotonic() - started:.1f} s")
@@ -1091,7 +1130,7 @@ def pull(manifest: Manifest, root: Path | str, source: str, *, rsh: str | None =
 
 
 def fanout_keys(key_dir: Path | str, comment: str, host_key: str = "/etc/ssh/ssh_host_ed25519_key.pub",
-                rrsync: str | None = None) -> dict[str, Any]:
+                rrsync: str | None = None, user: str = "root") -> dict[str, Any]:
     """This host's fan-out key pair (made once) and SSH host key, for the other hosts' authorized_keys and
     known_hosts; and whether rrsync (which limits those keys to read-only rsync) is installed."""
     d = Path(key_dir)
@@ -1104,8 +1143,13 @@ def fanout_keys(key_dir: Path | str, comment: str, host_key: str = "/etc/ssh/ssh
                        check=True, stdin=subprocess.DEVNULL, capture_output=True)
         created = True
     host = Path(host_key).read_text().split()
+    import pwd
+    try:
+        home = pwd.getpwnam(user).pw_dir
+    except KeyError:
+        raise UsageError(f"user {user!r} (model_weights_fanout_user) does not exist on this host") from None
     return {"public_key": (d / "id_ed25519.pub").read_text().strip(), "host_key": f"{host[0]} {host[1]}",
-            "created": created, "rrsync": bool(rrsync) and os.access(rrsync, os.X_OK)}
+            "created": created, "rrsync": bool(rrsync) and os.access(rrsync, os.X_OK), "home": home}
 
 
 def fanout_sources(hosts: Sequence[str]) -> dict[str, str]:
@@ -1244,6 +1288,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--comment", required=True)
     s.add_argument("--host-key", default="/etc/ssh/ssh_host_ed25519_key.pub")
     s.add_argument("--rrsync", default=None, help="report whether this rrsync is installed")
+    s.add_argument("--user", default="root", help="the user whose home the other hosts' keys go to")
 
     s = sub.add_parser("rounds", help="print where each host copies from, and as rounds (the first host is the stager)")
     s.add_argument("hosts", nargs="+")
@@ -1285,7 +1330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = {"link": str(repo_dir(Path(args.root), args.repo) / args.name), "commit": args.commit,
                    "changed": changed}
         elif args.cmd == "keys":
-            out = fanout_keys(args.dir, args.comment, args.host_key, args.rrsync)
+            out = fanout_keys(args.dir, args.comment, args.host_key, args.rrsync, args.user)
         elif args.cmd == "rounds":
             out = {"sources": fanout_sources(args.hosts),
                    "rounds": [[{"dest": d, "source": s} for d, s in r] for r in fanout_rounds(args.hosts)]}
