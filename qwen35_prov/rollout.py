@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from .errors import UserError
-from .runner import Progress, RunResult, run_playbook, summarize
+from .runner import ROLES, Progress, RunResult, run_playbook, summarize
 
 
 def state_root() -> Path:
@@ -28,15 +28,22 @@ def _read_yaml(path: Path) -> Any:
 
 
 def endpoints_of(inventory: Path) -> list[str]:
-    """http://HEAD:PORT/v1 for every replica head of an inventory."""
+    """The deployment's endpoints: the router's first when the plan has several replicas (playbooks/router.yml
+    puts it on the first replica head), then http://HEAD:PORT/v1 of every replica head."""
     hosts = _read_yaml(inventory / "hosts.yml")["all"]["children"]["qwen35_nodes"]["hosts"]
     urls = []
     for name, conn in hosts.items():
         host_vars = _read_yaml(inventory / "host_vars" / f"{name}.yml")
         for launch in host_vars.get("qwen35_launches", []):
             if launch["is_head"]:
-                urls.append((launch["replica"], f"http://{(conn or {}).get('ansible_host', name)}:{launch['port']}/v1"))
-    return [u for _, u in sorted(urls)]
+                address = (conn or {}).get("ansible_host", name)
+                urls.append((launch["replica"], address, f"http://{address}:{launch['port']}/v1"))
+    urls.sort()
+    endpoints = [u for _, _, u in urls]
+    if len(urls) > 1:
+        router_defaults = _read_yaml(ROLES / "sglang_router" / "defaults" / "main.yml")
+        endpoints.insert(0, f"http://{urls[0][1]}:{router_defaults['sglang_router_port']}/v1")
+    return endpoints
 
 
 def resolve_inventory(args: argparse.Namespace) -> tuple[Path, str]:

@@ -65,7 +65,8 @@ def deployed(tmp_path_factory):
     summary = json.loads(r.stdout) if r.stdout else {}
     try:
         assert r.returncode == 0, summary.get("failures") or r.stderr[-3000:]
-        assert len(summary["endpoints"]) == 2
+        # the router in front of the two replicas first, then each replica head
+        assert len(summary["endpoints"]) == 3 and summary["endpoints"][0].endswith(":30080/v1")
         yield env, Path(summary["inventory"]), running_image(0)
     finally:
         cli(env, "down", "--cluster", CLUSTER)

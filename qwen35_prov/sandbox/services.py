@@ -28,6 +28,7 @@ SERVICE_LIFETIME = 4 * 3600
 HUB_TOKEN = "hf_qwen35_sandbox_TEST_DOUBLE_not_a_secret"
 HUB_CHECKPOINT_MB = 8
 HUGGINGFACE_HUB_VERSION = "2.4.0"
+ROUTER_VERSION = "0.3.2"  # roles/sglang_router/defaults/main.yml
 DOCKER_IN_NODE = {"exec-opts": ["native.cgroupdriver=systemd"], "default-cgroupns-mode": "private"}
 
 
@@ -136,6 +137,19 @@ def _hub(name: str, gw: str, repo: str, progress) -> tuple[str, str, Path]:
     return json.loads(ready.read_text())["url"], commit_file.read_text().strip(), wheels
 
 
+def _router_wheelhouse(progress) -> Path:
+    """sglang-router and its dependencies as wheels: the nodes reach no package index from here."""
+    from .podman import REPO_ROOT as repo
+
+    version = ROUTER_VERSION
+    wheels = repo / ".cache" / "sglang-router-wheelhouse" / version
+    if not any(wheels.glob(f"sglang_router-{version}-*.whl")):
+        progress(f"downloading sglang-router {version} wheels for the nodes")
+        _run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--only-binary=:all:",
+              "--python-version", "3.11", "-d", str(wheels), f"sglang-router=={version}"], "downloading sglang-router")
+    return wheels
+
+
 def _standin_image(progress) -> dict[str, str]:
     progress("building the stand-in inference engine image (TEST DOUBLE), reused while unchanged")
     out = _run([sys.executable, "tests/doubles/sglang_standin/build.py", "--json"], "building the stand-in image")
@@ -148,6 +162,7 @@ def start_services(name: str, repo: str, progress=lambda _m: None) -> SandboxSer
     apt = _apt_standins(name, gw, progress)
     hub_url, revision, wheels = _hub(name, gw, repo, progress)
     image = _standin_image(progress)
+    router_wheels = _router_wheelhouse(progress)
     extravars = {
         # vendor repositories -> stand-in apt repositories (TEST DOUBLES)
         "nvidia_driver_mirror": f"{apt}/compute/cuda/repos",
@@ -170,6 +185,8 @@ def start_services(name: str, repo: str, progress=lambda _m: None) -> SandboxSer
         "sglang_image_archive": image["tarball"],
         "sglang_image_digest": image["id"],
         "sglang_server_device_args_override": [],
+        # the router's Python packages from wheels fetched on the host (the nodes reach no package index)
+        "sglang_router_pip_wheelhouse": str(router_wheels),
         # NCCL needs GPUs; the role's CPU (gloo) path is tested by its Molecule scenario
         "qwen35_preflight_nccl": False,
     }
