@@ -185,6 +185,8 @@ def start_services(name: str, repo: str, progress=lambda _m: None) -> SandboxSer
         "sglang_image_archive": image["tarball"],
         "sglang_image_digest": image["id"],
         "sglang_server_device_args_override": [],
+        # the stand-in loads no weights: a head that is not up within minutes never will be
+        "sglang_server_ready_timeout": 300,
         # the router's Python packages from wheels fetched on the host (the nodes reach no package index)
         "sglang_router_pip_wheelhouse": str(router_wheels),
         # NCCL needs GPUs; the role's CPU (gloo) path is tested by its Molecule scenario
