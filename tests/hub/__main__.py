@@ -3,7 +3,7 @@
   python -m tests.hub generate --root DIR [--repo ORG/NAME] [--size-mb S] [--shards N] [--branch B] [--salt X]
       prints the commit id
   python -m tests.hub serve --root DIR [--host H] [--port P] [--mbps B] [--token-file F] [--cdn]
-                            [--log FILE] [--ready-file FILE]
+                            [--log FILE] [--ready-file FILE] [--lifetime SECONDS]
       serves until SIGTERM; writes {"url", "port", "pid"} to the ready file once listening
 """
 
@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--cdn", action="store_true", help="redirect LFS files to a second origin, like the real hub")
     s.add_argument("--log", default=None, help="append one JSON line per request to this file")
     s.add_argument("--ready-file", default=None)
+    s.add_argument("--lifetime", type=float, default=None,
+                   help="exit after this many seconds even if nobody stops it (a crashed test leaks nothing)")
     args = p.parse_args(argv)
 
     if args.cmd == "generate":
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp.write_text(json.dumps({"url": hub.url, "port": hub.port, "pid": os.getpid()}))
         os.replace(tmp, args.ready_file)
     print(f"test hub serving {args.root} on {hub.url}", file=sys.stderr, flush=True)
-    stop.wait()
+    stop.wait(timeout=args.lifetime)
     hub.stop()
     return 0
 
