@@ -129,6 +129,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         name = Path(fleet).parent.name
     else:
         fleet, name = Path(args.fleet), args.cluster
+        from .catalog import load_catalog
+
+        if not (args.revision or load_catalog().model(args.model).revision):
+            raise UserError(f"the catalog pins no hub commit for {args.model}: pass --revision <40-hex commit> "
+                            f"(the weights role refuses a branch name such as main; see docs/weights.md)")
     if args.sandbox:
         from dataclasses import replace
 

@@ -135,11 +135,18 @@ def test_down_stops_the_units_and_keeps_the_weights(h100x16, state):
     assert in_node("h100x16", 0, "test", "-f", f"{model_path}/config.json").returncode == 0
 
 
+def test_an_unpinned_revision_is_refused_before_any_host_is_touched(tmp_path, state):
+    env = {**state, "QWEN35_STATE_DIR": str(tmp_path / "state")}
+    r = cli(env, "up", "--cluster", "h100x16", "--fleet", str(REPO / "inventories/examples/h100x16/fleet.yml"))
+    assert r.returncode == 2 and "--revision" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "state").exists()
+
+
 def test_a_bad_fleet_is_refused_before_any_host_is_touched(tmp_path, state):
     fleet = tmp_path / "fleet.yml"
     fleet.write_text("hosts:\n  - name: gpu-01\n    address: 192.0.2.10\n    gpu: h900\n    gpu_count: 8\n")
     env = {**state, "QWEN35_STATE_DIR": str(tmp_path / "state")}
-    r = cli(env, "up", "--cluster", "h100x8", "--fleet", str(fleet))
+    r = cli(env, "up", "--cluster", "h100x8", "--fleet", str(fleet), "--revision", "0123456789abcdef" * 2 + "01234567")
     assert r.returncode == 2
     assert "gpu-01" in r.stderr and "gpu" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "state" / "h100x8" / "runner").exists()
