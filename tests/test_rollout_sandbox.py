@@ -110,14 +110,20 @@ def test_a_second_up_changes_nothing(h100x16, state):
     assert changed == {}
 
 
-def test_a_stopped_node_is_named_and_a_rerun_converges(h100x16, state):
-    podman(["stop", "-t", "2", node_name("h100x16", 1)])
+def test_a_node_stopped_in_the_middle_of_up_is_named_and_a_rerun_converges(h100x16, state):
+    proc = subprocess.Popen([*CLI, "up", "--cluster", "h100x16", "--sandbox", "--json"], cwd=REPO, env=state,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        r, summary = up_json(state, "h100x16", "--tags", "validate")
-        assert r.returncode != 0 and summary["status"] == "failed"
-        assert any(f["host"] == "q35-h100x16-node1" for f in summary["failures"]), summary["failures"]
+        for line in proc.stderr:  # live progress: stop node1 once the rollout is under way
+            if line.startswith("==> Image"):
+                podman(["stop", "-t", "2", node_name("h100x16", 1)])
+                break
+        out, _ = proc.communicate(timeout=1800)
     finally:
         podman(["start", node_name("h100x16", 1)])
+    summary = json.loads(out)
+    assert proc.returncode != 0 and summary["status"] == "failed"
+    assert any(f["host"] == "q35-h100x16-node1" for f in summary["failures"]), summary["failures"]
     in_node("h100x16", 1, "systemctl", "is-system-running", "--wait")
     r, summary = up_json(state, "h100x16")
     assert r.returncode == 0, summary["failures"]
