@@ -165,7 +165,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-def _run_read(args: argparse.Namespace, playbook: str, kind: str) -> tuple[RunResult, Path, float]:
+def _run_read(args: argparse.Namespace, playbook: str) -> tuple[RunResult, Path, float]:
     inventory, name = resolve_inventory(args)
     started = time.monotonic()
     progress = None if args.json else Progress()
@@ -198,7 +198,7 @@ def _report_rows(result: RunResult, key: str) -> list[dict[str, Any]]:
 def cmd_status(args: argparse.Namespace) -> int:
     from .cli import print_json
 
-    result, inventory, started = _run_read(args, "status.yml", "status")
+    result, inventory, started = _run_read(args, "status.yml")
     rows = _report_rows(result, "status")
     if args.json:
         print_json({"status": result.status, "endpoints": endpoints_of(inventory), "nodes": rows,
@@ -215,7 +215,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from .cli import print_json
 
-    result, inventory, started = _run_read(args, "verify.yml", "validate")
+    result, inventory, started = _run_read(args, "verify.yml")
     rows = _report_rows(result, "checks")
     result.failures = [f for f in result.failures if f.task != "Every check passed"]  # the rows say it
     passed = result.ok and rows and all(r["ok"] for r in rows)
@@ -244,7 +244,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_preflight(args: argparse.Namespace) -> int:
     if not args.nccl:
         raise UserError("choose a preflight: --nccl (all-reduce bandwidth across each replica's GPUs)")
-    result, inventory, started = _run_read(args, "preflight.yml", "preflight")
+    result, inventory, started = _run_read(args, "preflight.yml")
     _print_summary("preflight", result, [], started, args.json)
     return 0 if result.ok else 1
 

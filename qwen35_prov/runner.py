@@ -72,7 +72,6 @@ class Progress:
 
         self.console = Console(file=stream or sys.stderr, highlight=False, soft_wrap=True)
         self.verbose = verbose
-        self._phase_started = 0.0
 
     def phase(self, name: str) -> None:
         self.console.print(f"[bold cyan]==>[/] [bold]{name}[/]")
