@@ -43,8 +43,11 @@ def _keygen(path: Path) -> str:
 
 
 class SshServer:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, forced_command: str | None = None):
+        """FORCED_COMMAND: the client key may run only this (authorized_keys `restrict,command=`), as the
+        model_weights role sets up its fan-out keys."""
         self.root = root
+        self.forced_command = forced_command
         self.port = free_port()
         self.bin = root / "bin"  # PATH entry holding only the TEST DOUBLE GPU tool of the vendor
         self.gpu_config = root / "gpus.json"
@@ -72,6 +75,8 @@ class SshServer:
         env = [f"PATH={self.bin}:{DEFAULT_PATH}", f"QWEN35_TEST_DOUBLE_CONFIG={self.gpu_config}",
                f"QWEN35_TEST_DOUBLE_FIXTURES={REPO / 'tests' / 'fixtures'}"]
         options = ",".join(f'environment="{e}"' for e in env)
+        if self.forced_command:
+            options = f'restrict,command="{self.forced_command}"'
         (self.root / "authorized_keys").write_text(f"{options} {client_pub}\n")
         key_type, key_data = host_pub.split()[:2]
         self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {key_type} {key_data}\n")

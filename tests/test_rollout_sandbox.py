@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from qwen35_prov.sandbox import destroy, node_name
+from qwen35_prov.sandbox import destroy, node_name, sandbox_root
 from qwen35_prov.sandbox.podman import podman
+from tests.hub import downloads_by_file
 
 pytestmark = pytest.mark.sandbox
 REPO = Path(__file__).resolve().parents[1]
@@ -74,6 +75,24 @@ def test_the_two_nodes_are_wired_as_ranks_of_one_replica(h100x16, state):
         assert f"{head_ip}:20000" in unit
         assert "--nnodes" in unit and "--tp-size" in unit
         assert in_node("h100x16", index, "systemctl", "is-active", "qwen35-sglang-r0.service").stdout.strip() == "active"
+
+
+def test_the_hub_is_read_once_per_cluster_and_the_follower_copied_from_the_stager(h100x16, state):
+    """The staged fan-out, as real clusters run it: only the stager (node0) asked the hub for file bytes, each file
+    once; node1 has the same verified snapshot."""
+    r, summary = h100x16
+    assert r.returncode == 0, summary["failures"]
+    log = sandbox_root() / "h100x16" / "services" / "hub-requests.jsonl"
+    requests = [json.loads(line) for line in log.read_text().splitlines()]
+    downloads = downloads_by_file(requests)
+    assert downloads and all(d["gets"] == 1 for d in downloads.values()), downloads
+    stager = in_node("h100x16", 0, "hostname", "-I").stdout.split()[0]
+    assert {q["client"] for q in requests if q["kind"] in ("resolve", "cdn")} == {stager}
+    inv = Path(state["QWEN35_STATE_DIR"]) / "h100x16" / "inventory"
+    snapshot = yaml.safe_load((inv / "group_vars/qwen35_nodes/weights.yml").read_text())["qwen35_model_path"]
+    listings = [in_node("h100x16", i, "sh", "-c", f"cd {snapshot} && sha256sum $(ls) | sort").stdout for i in (0, 1)]
+    assert listings[0] and listings[0] == listings[1]
+    assert in_node("h100x16", 1, "test", "-f", f"{snapshot}/.qwen35-complete.json").returncode == 0
 
 
 def test_the_endpoint_passes_the_smoke_checks(h100x16, state):

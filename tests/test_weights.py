@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import sshd_server
 from qwen35_prov import weights
 from tests.hub import HubStore, LocalHub, downloads_by_file, generate_repo, max_concurrent_downloads
 
@@ -401,6 +403,72 @@ def test_pull_follow_gives_up_on_a_source_that_shows_no_life(hub_root, tmp_path)
     with pytest.raises(weights.WeightsError, match="no sign of a download or copy"):
         weights.pull(manifest, tmp_path / "b", str(tmp_path / "a" / REPO / commit), follow=True, poll=0.1,
                      stall_timeout=1.5, log=quiet)
+    assert not (tmp_path / "b" / REPO / commit).exists()
+
+
+def _as_still_downloading(root: Path, repo: str, commit: str) -> dict:
+    """Turn a published snapshot back into what its downloader shows mid-way: every file verified in the staging
+    dir's journal, a heartbeat, no marker. Returns the marker, for publishing it again."""
+    final, stage = root / repo / commit, weights.staging_dir(root, repo, commit)
+    marker = weights.read_marker(final)
+    (final / weights.MARKER).unlink()
+    final.rename(stage)
+    (stage / weights.PROGRESS).write_text("".join(json.dumps({"path": e["path"]}) + "\n" for e in marker["files"]))
+    (stage / weights.HEARTBEAT).write_text("1")
+    return marker
+
+
+@pytest.mark.skipif(sshd_server.available() is not None, reason=str(sshd_server.available()))
+def test_pull_follow_over_ssh_survives_the_peer_publishing_between_two_looks(hub_root, tmp_path, monkeypatch):
+    """The staged fan-out as the role runs it (real sshd, the key limited to `rrsync -ro`): the peer publishes its
+    snapshot (its staging dir is renamed) right after the follower read its journal. The copy from the vanished
+    staging dir fails on the sender, which the follower's rsync reports as exit 12; the follower must look again
+    and copy from the published snapshot, not give up."""
+    if not shutil.which("rrsync"):
+        pytest.skip("rrsync (rsync 3.2.4+) is not installed")
+    root, commit, _ = hub_root
+    with LocalHub(root) as hub:
+        weights.fetch(REPO, commit, tmp_path / "a", endpoint=hub.url, log=quiet)
+    marker = _as_still_downloading(tmp_path / "a", REPO, commit)
+    server = sshd_server.SshServer(tmp_path / "sshd", forced_command=f"{shutil.which('rrsync')} -ro {tmp_path / 'a'}")
+    server.start()
+    rsh = (f"ssh -i {server.client_key} -p {server.port} -o BatchMode=yes -o StrictHostKeyChecking=yes "
+           f"-o UserKnownHostsFile={server.known_hosts}")
+    script = sys.modules["qwen35_weights"]
+    real_rsync, calls = script._rsync, []
+
+    def rsync_then_publish(argv, src, dest, *a, **kw):
+        proc = real_rsync(argv, src, dest, *a, **kw)
+        calls.append((src, proc.returncode, proc.stderr))
+        if src.endswith(weights.PROGRESS) and (tmp_path / "a" / REPO / f".staging-{commit}").exists():
+            stage = weights.staging_dir(tmp_path / "a", REPO, commit)
+            for name in (weights.PROGRESS, weights.HEARTBEAT):
+                (stage / name).unlink()
+            stage.rename(tmp_path / "a" / REPO / commit)
+            (tmp_path / "a" / REPO / commit / weights.MARKER).write_text(json.dumps(marker))
+        return proc
+
+    monkeypatch.setattr(script, "_rsync", rsync_then_publish)
+    try:
+        r = weights.pull(weights.Manifest.from_dict(marker), tmp_path / "b", f"root@127.0.0.1:{REPO}/{commit}/",
+                         rsh=rsh, follow=True, poll=0.1, stall_timeout=30, log=quiet)
+    finally:
+        server.stop()
+    moved = [c for c in calls if f".staging-{commit}/" in c[0] and c[1] != 0]
+    assert moved and moved[0][1] == 12          # the failure seen on the sandbox (the remote side gave up)
+    assert r.status == "pulled" and r.counters["files_downloaded"] == len(marker["files"])
+    assert weights.check_snapshot(tmp_path / "b" / REPO / commit, full=True).complete
+
+
+def test_pull_follow_gives_up_when_copies_from_a_live_peer_keep_failing(hub_root, tmp_path):
+    root, commit, _ = hub_root
+    with LocalHub(root) as hub:
+        weights.fetch(REPO, commit, tmp_path / "a", endpoint=hub.url, log=quiet)
+    marker = _as_still_downloading(tmp_path / "a", REPO, commit)
+    (weights.staging_dir(tmp_path / "a", REPO, commit) / "config.json").unlink()   # listed as verified, not there
+    with pytest.raises(weights.WeightsError, match=r"failed \(exit 23\)"):
+        weights.pull(weights.Manifest.from_dict(marker), tmp_path / "b", str(tmp_path / "a" / REPO / commit),
+                     follow=True, poll=0.05, stall_timeout=60, log=quiet)
     assert not (tmp_path / "b" / REPO / commit).exists()
 
 

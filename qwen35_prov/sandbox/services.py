@@ -178,10 +178,6 @@ def start_services(name: str, repo: str, progress=lambda _m: None) -> SandboxSer
         # the hub -> the local hub (TEST DOUBLE)
         "model_weights_hf_endpoint": hub_url,
         "model_weights_pip_wheelhouse": str(wheels),
-        # Every sandbox node reads the local hub itself: the staged fan-out (the default on real clusters, and
-        # tested by roles/model_weights/molecule/default) failed here with rsync exit 3/12 on the follower's
-        # final copy, not yet diagnosed (see the closing note of this change).
-        "model_weights_mode": "hub",
         # the disk check sizes the stand-in checkpoint, not the 800 GB one it is named after
         "qwen35_weights_gb": round(HUB_CHECKPOINT_MB / 1000 * 2, 3),
         # the registry -> the stand-in engine image tarball (TEST DOUBLE), and no GPU device requests
