@@ -6,7 +6,9 @@ by the playbook and the upgrade stops there (later replicas keep the old image).
 the new image is it written to the inventory (group_vars/qwen35_nodes/zz-upgrade.yml, a file the inventory
 generator carries over), so later `up`/`validate` runs use it.
 
-Driver: playbooks/drivers.yml with the new nvidia_driver_version, qwen35_drivers_serial=1.
+Driver: playbooks/drivers.yml with the new nvidia_driver_version, qwen35_drivers_serial=1: one host at a time,
+the first failure stops the rest; pinned in the inventory when every host took it. Reboots stay the operator's
+(drained, a replica at a time: docs/runbooks/driver-upgrade.md); the hosts that wait for one are reported.
 """
 
 from __future__ import annotations
@@ -97,6 +99,8 @@ def _print(data: dict[str, Any], as_json: bool) -> None:
         print(f"    | {line}")
     if data.get("persisted"):
         print(f"  pinned in {data['persisted']}")
+    if data.get("next"):
+        print(f"  next: {data['next']}")
 
 
 def _upgrade_image(args, inventory: Path, name: str, started: float) -> dict[str, Any]:
@@ -159,20 +163,46 @@ def _upgrade_driver(args, inventory: Path, name: str, started: float) -> dict[st
     m = _DRIVER.match(args.driver_version)
     if not m:
         raise UserError(f"--driver-version {args.driver_version!r}: expected the exact package version, e.g. 580.159.04")
+    plan = _read_yaml(inventory / "group_vars" / "qwen35_nodes" / "plan.yml")["qwen35_plan"]
+    if plan.get("vendor") != "nvidia":
+        raise UserError(f"--driver-version upgrades the NVIDIA driver; this deployment's GPUs are {plan.get('vendor')} "
+                        f"({plan.get('gpu')}): pin amdgpu_driver_* in site.yml instead (docs/runbooks/driver-upgrade.md)")
+    groups = _read_yaml(inventory / "hosts.yml")["all"]["children"]
+    order = list((groups.get("qwen35_nvidia") or {}).get("hosts") or {})   # drivers.yml's serial order
     extravars, envvars = _base_extravars(inventory, name)
     pins = {"nvidia_driver_version": args.driver_version, "nvidia_driver_branch": int(m.group(1))}
     extravars.update({**pins, "qwen35_drivers_serial": 1})
     progress = None if args.json else Progress()
     result = run_playbook("drivers.yml", inventory, state_dir=state_root() / name, extravars=extravars,
                           envvars=envvars, progress=progress)
+    failed = [h for h in order if any(f.host == h for f in result.failures)]
+    stop = order.index(failed[0]) if failed else len(order)
+    hosts, pending = [], []
+    for i, host in enumerate(order):
+        if host in failed:
+            hosts.append({"host": host, "status": "failed", "detail": "stopped here; the hosts after it were not touched"})
+        elif i > stop:
+            hosts.append({"host": host, "status": "untouched", "detail": "still the previous driver"})
+        elif not result.ok and failed:
+            hosts.append({"host": host, "status": "upgraded", "detail": f"{args.driver_version} installed before the failure"})
+        elif not result.ok:
+            hosts.append({"host": host, "status": "unchanged", "detail": "the run stopped before the driver step"})
+        else:
+            waiting = (result.facts.get(host) or {}).get("reboot_pending") or []
+            if waiting:
+                pending.append(host)
+            hosts.append({"host": host, "status": "upgraded", "detail": (
+                f"{args.driver_version} installed; reboot pending ({', '.join(waiting)})" if waiting
+                else f"{args.driver_version} loaded")})
     data: dict[str, Any] = {"kind": "driver", "driver_version": args.driver_version, "inventory": str(inventory),
-                            "replicas": [], "hosts": [
-                                {"host": h, "status": "failed" if c.failed or c.unreachable else "ok",
-                                 "detail": f"changed={c.changed}"} for h, c in sorted(result.hosts.items())
-                                if h != "localhost"]}
+                            "replicas": [], "hosts": hosts, "reboot_pending": pending}
     if result.ok:
         data["status"] = "ok"
         data["persisted"] = str(write_overrides(inventory, pins))
+        if pending:
+            data["next"] = (f"{len(pending)} host(s) run the old kernel module until they reboot (validate reports the "
+                            "loaded driver against the new pin until then): reboot one replica at a time, drained, "
+                            "as in docs/runbooks/driver-upgrade.md steps 3-6")
     else:
         data["status"] = "failed"
         data["error"] = "; ".join(f"{f.host}: {f.task}: {f.message}" for f in result.failures)
@@ -199,7 +229,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "new image, units re-rendered, restart, readiness and smoke checks; a replica that fails is "
                     "rolled back to its previous image and unit, and the upgrade stops there. The new image is "
                     "pinned in the inventory only after every replica took it. --driver-version: the NVIDIA driver "
-                    "(and fabric manager) one host at a time. docs/upgrade.md",
+                    "(and fabric manager) one host at a time, the first failure stops the rest; it reboots nothing "
+                    "and lists the hosts that need a reboot to load it. docs/upgrade.md",
         epilog="Examples: qwen35-prov upgrade --cluster h200x8 --image lmsysorg/sglang:v0.5.24 ; "
                "qwen35-prov upgrade --inventory inv --driver-version 580.159.04 --json")
     target = p.add_mutually_exclusive_group()

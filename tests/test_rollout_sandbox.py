@@ -149,6 +149,58 @@ def test_a_node_stopped_in_the_middle_of_up_is_named_and_a_rerun_converges(h100x
     assert cli(state, "validate", "--cluster", "h100x16").returncode == 0
 
 
+def package_version(index, package):
+    out = in_node("h100x16", index, "dpkg-query", "-W", "-f=${Version} ${db:Status-Status}", package)
+    return out.stdout.split()[0] if out.returncode == 0 and out.stdout.endswith(" installed") else None
+
+
+def unit_active(index):
+    return in_node("h100x16", index, "systemctl", "is-active", "qwen35-sglang-r0.service").stdout.strip() == "active"
+
+
+NODES = ["q35-h100x16-node0", "q35-h100x16-node1"]
+
+
+def test_a_driver_upgrade_to_a_version_nobody_publishes_stops_at_the_first_host(h100x16, state):
+    for index in (0, 1):   # as after the reboot that loaded the driver `up` installed
+        in_node("h100x16", index, "rm", "-f", "/run/reboot-required", "/run/reboot-required.pkgs")
+    r = cli(state, "upgrade", "--cluster", "h100x16", "--driver-version", "580.999.01", "--json")
+    data = json.loads(r.stdout)
+    assert r.returncode == 1 and data["status"] == "failed"
+    assert [(h["host"], h["status"]) for h in data["hosts"]] == [(NODES[0], "failed"), (NODES[1], "untouched")]
+    assert "580.999.01" in data["error"]
+    for index in (0, 1):
+        assert package_version(index, "nvidia-open-580") == "580.159.04-1"
+        pin = in_node("h100x16", index, "cat", "/etc/apt/preferences.d/qwen35-nvidia-driver.pref").stdout
+        assert "pinned to 580.159.04" in pin and "580.999" not in pin     # the pin was put back on node0
+        assert in_node("h100x16", index, "test", "-e", "/run/reboot-required.pkgs").returncode != 0
+        assert unit_active(index)
+    inv = Path(state["QWEN35_STATE_DIR"]) / "h100x16" / "inventory"
+    assert not (inv / "group_vars/qwen35_nodes/zz-upgrade.yml").exists()
+
+
+def test_a_driver_upgrade_goes_host_by_host_pins_it_and_names_the_hosts_that_wait_for_a_reboot(h100x16, state):
+    r = cli(state, "upgrade", "--cluster", "h100x16", "--driver-version", "580.173.02", "--json")
+    data = json.loads(r.stdout)
+    assert r.returncode == 0, data.get("error")
+    assert [(h["host"], h["status"]) for h in data["hosts"]] == [(NODES[0], "upgraded"), (NODES[1], "upgraded")]
+    assert data["reboot_pending"] == NODES and "docs/runbooks/driver-upgrade.md" in data["next"]
+    for index in (0, 1):
+        assert package_version(index, "nvidia-open-580") == "580.173.02-1"
+        assert package_version(index, "nvidia-fabricmanager") in (None, "580.173.02-1")   # only where NVSwitch is
+        assert "nvidia-open-580" in in_node("h100x16", index, "apt-mark", "showhold").stdout.split()
+        assert "nvidia-driver" in in_node("h100x16", index, "cat", "/run/reboot-required.pkgs").stdout.split()
+        assert unit_active(index)       # serving goes on with the module it loaded; the reboot is the operator's
+    inv = Path(state["QWEN35_STATE_DIR"]) / "h100x16" / "inventory"
+    pins = yaml.safe_load((inv / "group_vars/qwen35_nodes/zz-upgrade.yml").read_text())
+    assert pins["nvidia_driver_version"] == "580.173.02" and pins["nvidia_driver_branch"] == 580
+    # until the hosts reboot, validate names the driver they still run against the new pin
+    v = cli(state, "validate", "--cluster", "h100x16", "--json")
+    failed = {(c["host"], c["check"], c["detail"]) for c in json.loads(v.stdout)["checks"] if not c["ok"]}
+    assert v.returncode != 0
+    assert failed == {(h, "driver matches pin", "loaded 580.159.04, pin 580.173.02") for h in NODES}
+
+
 def test_down_stops_the_units_and_keeps_the_weights(h100x16, state):
     r = cli(state, "down", "--cluster", "h100x16", "--json")
     assert r.returncode == 0, r.stdout + r.stderr
