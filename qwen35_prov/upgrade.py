@@ -90,8 +90,10 @@ def _print(data: dict[str, Any], as_json: bool) -> None:
         print_json(data)
         return
     print(f"\nupgrade: {data['status'].upper()} in {data['seconds']} s")
-    for step in data["replicas"] + data.get("hosts", []):
-        what = f"replica {step['replica']}" if "replica" in step else f"host {step['host']}"
+    for step in data["replicas"] + data.get("groups", []) + data.get("hosts", []):
+        what = (f"replica {step['replica']}" if "replica" in step
+                else f"replica{'s' if len(step['replicas']) > 1 else ''} {'+'.join(map(str, step['replicas']))}"
+                if "replicas" in step else f"host {step['host']}")
         print(f"  {what:<14} {step['status']:<11} {step.get('detail', '')}")
     if data.get("error"):
         print(f"  FAILED: {data['error']}")
@@ -167,12 +169,23 @@ def _upgrade_driver(args, inventory: Path, name: str, started: float) -> dict[st
     if plan.get("vendor") != "nvidia":
         raise UserError(f"--driver-version upgrades the NVIDIA driver; this deployment's GPUs are {plan.get('vendor')} "
                         f"({plan.get('gpu')}): pin amdgpu_driver_* in site.yml instead (docs/runbooks/driver-upgrade.md)")
-    groups = _read_yaml(inventory / "hosts.yml")["all"]["children"]
-    order = list((groups.get("qwen35_nvidia") or {}).get("hosts") or {})   # drivers.yml's serial order
     extravars, envvars = _base_extravars(inventory, name)
     pins = {"nvidia_driver_version": args.driver_version, "nvidia_driver_branch": int(m.group(1))}
-    extravars.update({**pins, "qwen35_drivers_serial": 1})
+    extravars.update(pins)
     progress = None if args.json else Progress()
+    strategy = _driver_with_reboots if args.reboot else _driver_host_by_host
+    data = strategy(args, inventory, name, extravars, envvars, progress)
+    if data["status"] == "ok":
+        data["persisted"] = str(write_overrides(inventory, pins))
+    return data
+
+
+def _driver_host_by_host(args, inventory: Path, name: str, extravars: dict[str, Any], envvars: dict[str, str],
+                         progress: Progress | None) -> dict[str, Any]:
+    """drivers.yml one host at a time; nothing reboots: the hosts that wait for a reboot are reported."""
+    groups = _read_yaml(inventory / "hosts.yml")["all"]["children"]
+    order = list((groups.get("qwen35_nvidia") or {}).get("hosts") or {})   # drivers.yml's serial order
+    extravars = {**extravars, "qwen35_drivers_serial": 1}
     result = run_playbook("drivers.yml", inventory, state_dir=state_root() / name, extravars=extravars,
                           envvars=envvars, progress=progress)
     failed = [h for h in order if any(f.host == h for f in result.failures)]
@@ -198,7 +211,6 @@ def _upgrade_driver(args, inventory: Path, name: str, started: float) -> dict[st
                             "replicas": [], "hosts": hosts, "reboot_pending": pending}
     if result.ok:
         data["status"] = "ok"
-        data["persisted"] = str(write_overrides(inventory, pins))
         if pending:
             data["next"] = (f"{len(pending)} host(s) run the old kernel module until they reboot (validate reports the "
                             "loaded driver against the new pin until then): reboot one replica at a time, drained, "
@@ -210,7 +222,71 @@ def _upgrade_driver(args, inventory: Path, name: str, started: float) -> dict[st
     return data
 
 
+def reboot_groups(inventory: Path) -> list[tuple[list[int], list[str]]]:
+    """The replicas that go down together when their hosts reboot (replicas sharing a host merge), in replica
+    order: [(replicas, hosts), ...]."""
+    groups = _read_yaml(inventory / "hosts.yml")["all"]["children"]
+    merged: list[tuple[set[int], set[str]]] = []
+    for replica in replicas_of(inventory):
+        replicas, hosts = {replica}, set((groups.get(f"qwen35_replica_{replica}") or {}).get("hosts") or {})
+        for other in [g for g in merged if g[1] & hosts]:
+            merged.remove(other)
+            replicas |= other[0]
+            hosts |= other[1]
+        merged.append((replicas, hosts))
+    order = list((groups.get("qwen35_nodes") or {}).get("hosts") or {})
+    return sorted(((sorted(r), sorted(h, key=order.index)) for r, h in merged), key=lambda g: g[0][0])
+
+
+def _driver_with_reboots(args, inventory: Path, name: str, extravars: dict[str, Any], envvars: dict[str, str],
+                         progress: Progress | None) -> dict[str, Any]:
+    """driver-upgrade.yml once per group of replicas that share hosts: drained, stopped, upgraded, rebooted,
+    checked, started, smoke-checked and back in the router; the first group that fails stops the rest."""
+    if _is_sandbox(name):
+        from .sandbox import nodes_without_reboot
+
+        if stuck := nodes_without_reboot(name):
+            raise UserError(f"sandbox {name}: {', '.join(stuck)} would not come back from a reboot (created by an "
+                            f"older qwen35-prov, without a restart policy); destroy and create the sandbox again")
+    extravars = {**extravars, "nvidia_driver_allow_reboot": True}
+    if args.no_drain:
+        extravars["qwen35_upgrade_drain"] = False
+    if args.ready_timeout:
+        extravars["sglang_server_ready_timeout"] = args.ready_timeout
+    data: dict[str, Any] = {"kind": "driver", "driver_version": args.driver_version, "inventory": str(inventory),
+                            "reboot": True, "replicas": [], "groups": [], "reboot_pending": []}
+    todo = reboot_groups(inventory)
+    for i, (replicas, hosts) in enumerate(todo):
+        what = f"replica{'s' if len(replicas) > 1 else ''} {'+'.join(map(str, replicas))}"
+        if progress:
+            progress.phase(f"{what} on {', '.join(hosts)} -> driver {args.driver_version}, reboot")
+        result = run_playbook("driver-upgrade.yml", inventory, state_dir=state_root() / name, extravars=extravars,
+                              envvars=envvars, limit=",".join(["localhost", *hosts]), progress=progress)
+        step = {"replicas": replicas, "hosts": hosts}
+        if result.ok and all((result.facts.get(h) or {}).get("driver_current") for h in hosts):
+            data["groups"].append({**step, "status": "unchanged",
+                                   "detail": f"already on {args.driver_version}: kept serving, nothing rebooted"})
+            continue
+        if result.ok:
+            data["groups"].append({**step, "status": "upgraded",
+                                   "detail": f"rebooted on {args.driver_version}, ready, smoke-checked, back in service"})
+            continue
+        data["groups"].append({**step, "status": "failed", "detail": (
+            f"{what} out of service (drained, units stopped) until this is fixed; running the same command again "
+            "resumes (a reboot still pending is done then)")})
+        data["groups"] += [{"replicas": r, "hosts": h, "status": "untouched", "detail": "still the previous driver"}
+                           for r, h in todo[i + 1:]]
+        data["status"] = "failed"
+        data["error"] = "; ".join(f"{f.host}: {f.task}: {f.message}" for f in result.failures)
+        data["artifacts"] = result.artifacts
+        return data
+    data["status"] = "ok"
+    return data
+
+
 def cmd_upgrade(args: argparse.Namespace) -> int:
+    if args.reboot and not args.driver_version:
+        raise UserError("--reboot goes with --driver-version (an image upgrade needs no reboot)")
     if bool(args.image) == bool(args.driver_version):
         raise UserError("say what to upgrade: --image REF (rolling, one replica at a time) or --driver-version V "
                         "(rolling, one host at a time)")
@@ -242,6 +318,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--digest", help="with --image: pin the content too (sha256:<64 hex>, the image ID or a registry digest)")
     p.add_argument("--archive", help="with --image: a docker-archive tarball of it on this machine (air-gapped), loaded on each node")
     p.add_argument("--ready-timeout", type=int, help="seconds each replica may take to become ready (default: the inventory's)")
+    p.add_argument("--reboot", action="store_true",
+                   help="with --driver-version: one replica at a time (replicas sharing a host together), drain it "
+                        "from the router, stop it, upgrade and reboot its hosts, check the loaded driver, start it, "
+                        "wait for readiness, smoke-check it, put it back")
     p.add_argument("--no-drain", action="store_true", help="do not drain replicas from the router")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_upgrade)

@@ -201,6 +201,49 @@ def test_a_driver_upgrade_goes_host_by_host_pins_it_and_names_the_hosts_that_wai
     assert failed == {(h, "driver matches pin", "loaded 580.159.04, pin 580.173.02") for h in NODES}
 
 
+def test_a_driver_upgrade_with_reboots_that_fails_leaves_the_replica_out_of_service_and_says_so(h100x16, state):
+    r = cli(state, "upgrade", "--cluster", "h100x16", "--driver-version", "580.999.01", "--reboot", "--json")
+    data = json.loads(r.stdout)
+    assert r.returncode == 1 and data["status"] == "failed"
+    [group] = data["groups"]
+    assert (group["replicas"], group["hosts"], group["status"]) == ([0], NODES, "failed")
+    assert "out of service" in group["detail"] and "580.999.01" in data["error"]
+    for index in (0, 1):
+        assert not unit_active(index)
+        pin = in_node("h100x16", index, "cat", "/etc/apt/preferences.d/qwen35-nvidia-driver.pref").stdout
+        assert "pinned to 580.173.02" in pin
+    pins = yaml.safe_load((Path(state["QWEN35_STATE_DIR"]) / "h100x16/inventory/group_vars/qwen35_nodes/zz-upgrade.yml").read_text())
+    assert pins["nvidia_driver_version"] == "580.173.02"
+
+
+def boot_time(index):
+    return in_node("h100x16", index, "ps", "-o", "lstart=", "-p", "1").stdout.strip()
+
+
+def test_a_driver_upgrade_with_reboots_takes_the_replica_out_reboots_its_nodes_and_brings_it_back(h100x16, state):
+    """--reboot: the two nodes of the replica (out of service since the previous test) are rebooted (the reboot
+    left pending by the upgrade without --reboot), checked on the new driver, started, smoke-checked. Sandbox
+    nodes reboot as containers restarted by podman; the TEST DOUBLE nvidia-smi reports the stand-in module
+    installed at boot. The same command again finds nothing to do and leaves the replica serving."""
+    booted = [boot_time(i) for i in (0, 1)]
+    r = cli(state, "upgrade", "--cluster", "h100x16", "--driver-version", "580.173.02", "--reboot", "--json")
+    data = json.loads(r.stdout)
+    assert r.returncode == 0, data.get("error")
+    assert [(g["replicas"], g["hosts"], g["status"]) for g in data["groups"]] == [([0], NODES, "upgraded")]
+    for index in (0, 1):
+        assert boot_time(index) != booted[index]
+        query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
+        assert set(in_node("h100x16", index, *query).stdout.split()) == {"580.173.02"}
+        assert in_node("h100x16", index, "test", "-e", "/run/reboot-required.pkgs").returncode != 0
+        assert unit_active(index)
+    v = cli(state, "validate", "--cluster", "h100x16", "--json")
+    assert v.returncode == 0, [c for c in json.loads(v.stdout)["checks"] if not c["ok"]]
+    booted = [boot_time(i) for i in (0, 1)]
+    r = cli(state, "upgrade", "--cluster", "h100x16", "--driver-version", "580.173.02", "--reboot", "--json")
+    assert r.returncode == 0 and [g["status"] for g in json.loads(r.stdout)["groups"]] == ["unchanged"]
+    assert [boot_time(i) for i in (0, 1)] == booted and all(unit_active(i) for i in (0, 1))
+
+
 def test_down_stops_the_units_and_keeps_the_weights(h100x16, state):
     r = cli(state, "down", "--cluster", "h100x16", "--json")
     assert r.returncode == 0, r.stdout + r.stderr

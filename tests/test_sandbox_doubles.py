@@ -59,6 +59,27 @@ def test_nvidia_smi_without_config_replays_the_capture(args, fixture):
     assert without_label(out) == (CAPTURE / fixture).read_text().rstrip("\n") + "\n"
 
 
+def test_nvidia_smi_reports_the_driver_loaded_at_boot_like_a_kernel_module(tmp_path, monkeypatch):
+    """After the stand-in packages are installed, the first call latches the installed module's version; another
+    version installed later shows only after a "reboot" (the latch lives in /run, emptied at boot)."""
+    markers, latch = tmp_path / "standins", tmp_path / "run" / "nvidia-loaded-driver"
+    monkeypatch.setenv("QWEN35_TEST_DOUBLE_STANDIN_MARKERS", str(markers))
+    monkeypatch.setenv("QWEN35_TEST_DOUBLE_LOADED_DRIVER", str(latch))
+
+    def driver():
+        return run("nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader").stdout.strip()
+
+    assert driver() == "580.159.04" and not latch.exists()          # no stand-in packages: the capture
+    markers.mkdir()
+    (markers / "nvidia-kernel-open-dkms").write_text("nvidia-kernel-open-dkms 580.173.02-1\n")
+    assert driver() == "580.173.02"
+    (markers / "nvidia-kernel-open-dkms").write_text("nvidia-kernel-open-dkms 580.180.01-1\n")   # installed, not loaded
+    assert driver() == "580.173.02"
+    assert "DRIVER version      : 580.173.02" in run("nvidia-smi", "--version").stdout
+    latch.unlink()                                                    # a reboot
+    assert driver() == "580.180.01"
+
+
 def test_nvidia_smi_query_reproduces_the_captured_csv():
     fields = ("index,name,uuid,pci.bus_id,memory.total,driver_version,compute_cap,persistence_mode,"
               "mig.mode.current,ecc.mode.current")

@@ -11,11 +11,12 @@ Python API:
 
 from .image import IMAGE_REPO, ensure_image, image_ref, recipe_hash
 from .nodes import (CreateResult, Node, Sandbox, create, create_sandbox, destroy, destroy_all, network_name,
-                    node_name, sandbox_root, ssh_argv, status)
+                    node_name, nodes_without_reboot, sandbox_root, ssh_argv, status)
 from .podman import CONTAINERS_CONF, REPO_ROOT, podman
 
 __all__ = [
     "IMAGE_REPO", "ensure_image", "image_ref", "recipe_hash", "CreateResult", "Node", "Sandbox", "create",
-    "create_sandbox", "destroy", "destroy_all", "network_name", "node_name", "sandbox_root", "ssh_argv", "status",
+    "create_sandbox", "destroy", "destroy_all", "network_name", "node_name", "nodes_without_reboot", "sandbox_root",
+    "ssh_argv", "status",
     "CONTAINERS_CONF", "REPO_ROOT", "podman",
 ]

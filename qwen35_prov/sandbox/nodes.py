@@ -118,6 +118,14 @@ def _inspect_node(container: str, network: str) -> tuple[str | None, str | None]
     return address, interface
 
 
+def nodes_without_reboot(name: str) -> list[str]:
+    """The sandbox's nodes that would not come back from a reboot (created without a restart policy)."""
+    names = [(c.get("Names") or [""])[0] for c in _containers(name)]
+    data = podman_json(["inspect", "--type", "container", *names]) if names else []
+    return sorted(d.get("Name", "?").lstrip("/") for d in data
+                  if ((d.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") != "always")
+
+
 def _node_index(container: dict) -> int:
     labels = container.get("Labels") or {}
     try:
@@ -430,8 +438,10 @@ def _create(name: str, spec: ClusterSpec, image: str, folder: Path, progress: Pr
         progress(f"starting {cname}")
         volume = f"{cname}-docker"
         podman(["volume", "create", *labels, volume])
+        # --restart=always: a reboot inside the node (the driver roles' handlers) ends its init, and podman
+        # starts the container again with the same address, as a machine comes back from a reboot
         podman(["create", "--name", cname, "--hostname", cname, "--network", net, "--privileged",
-                "--systemd=always", "-v", f"{volume}:/var/lib/docker", *labels, "--label", f"{NODE_LABEL}={i}",
+                "--systemd=always", "--restart=always", "-v", f"{volume}:/var/lib/docker", *labels, "--label", f"{NODE_LABEL}={i}",
                 image])
         # a random machine-id per node, written before the first boot
         with tempfile.NamedTemporaryFile("w", delete=False) as fh:

@@ -172,6 +172,9 @@ def start_services(name: str, repo: str, progress=lambda _m: None) -> SandboxSer
         "amdgpu_driver_mirror": apt,
         "amdgpu_driver_install_kernel_headers": False,
         "amdgpu_driver_require_gpu": False,  # no /dev/kfd in a container
+        # a node's reboot restarts its container (restart policy), which keeps the host's kernel and boot id
+        "nvidia_driver_reboot_boot_time_command": "ps -o lstart= -p 1",
+        "amdgpu_driver_reboot_boot_time_command": "ps -o lstart= -p 1",
         # Docker from Debian inside systemd containers (../shared/reference/test-hosts.md)
         "container_runtime_source": "distribution",
         "container_runtime_daemon_json": DOCKER_IN_NODE,
