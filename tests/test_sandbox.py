@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -139,6 +140,24 @@ def test_node_to_node_ssh(sandbox):
                    f"root@{target}", "hostname")
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.strip() == node1["name"]
+
+
+def test_a_node_comes_back_from_a_reboot_with_its_address_keys_and_disk_and_a_fresh_run(sandbox):
+    folder = Path(sandbox["dir"])
+    node = sandbox["nodes"][1]
+    before = ssh(folder, node["address"], "ps -o lstart= -p 1; touch /run/before-reboot /var/tmp/before-reboot")
+    assert before.returncode == 0, before.stderr
+    ssh(folder, node["address"], "systemctl reboot")
+    deadline, after = time.monotonic() + 120, None
+    while time.monotonic() < deadline:
+        after = ssh(folder, node["address"], "ps -o lstart= -p 1; ls /run/before-reboot /var/tmp/before-reboot 2>&1; "
+                                             "systemctl is-system-running --wait")
+        if after.returncode in (0, 1) and after.stdout.splitlines()[:1] != before.stdout.splitlines()[:1]:
+            break
+        time.sleep(2)
+    assert after is not None and after.stdout.splitlines()[0] != before.stdout.splitlines()[0], after
+    assert "/var/tmp/before-reboot" in after.stdout and "No such file" in after.stdout   # disk kept, /run fresh
+    assert after.stdout.split()[-1] in ("running", "degraded")
 
 
 def test_stand_in_nvidia_smi_reports_eight_h100s(sandbox):
