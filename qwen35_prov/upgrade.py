@@ -7,8 +7,10 @@ the new image is it written to the inventory (group_vars/qwen35_nodes/zz-upgrade
 generator carries over), so later `up`/`validate` runs use it.
 
 Driver: playbooks/drivers.yml with the new nvidia_driver_version, qwen35_drivers_serial=1: one host at a time,
-the first failure stops the rest; pinned in the inventory when every host took it. Reboots stay the operator's
-(drained, a replica at a time: docs/runbooks/driver-upgrade.md); the hosts that wait for one are reported.
+the first failure stops the rest; nothing reboots, the hosts that wait for a reboot are reported. With --reboot:
+playbooks/driver-upgrade.yml once per group of replicas that share hosts (drain, stop, upgrade, reboot, check,
+start, smoke, undrain), the first failing group stops the rest. Either way the version is pinned in the
+inventory only when every host took it.
 """
 
 from __future__ import annotations
@@ -306,9 +308,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "rolled back to its previous image and unit, and the upgrade stops there. The new image is "
                     "pinned in the inventory only after every replica took it. --driver-version: the NVIDIA driver "
                     "(and fabric manager) one host at a time, the first failure stops the rest; it reboots nothing "
-                    "and lists the hosts that need a reboot to load it. docs/upgrade.md",
+                    "and lists the hosts that need a reboot to load it; with --reboot, one replica at a time is "
+                    "drained, stopped, upgraded, rebooted, checked and brought back. docs/upgrade.md",
         epilog="Examples: qwen35-prov upgrade --cluster h200x8 --image lmsysorg/sglang:v0.5.24 ; "
-               "qwen35-prov upgrade --inventory inv --driver-version 580.159.04 --json")
+               "qwen35-prov upgrade --inventory inv --driver-version 580.159.04 --json ; "
+               "qwen35-prov upgrade --cluster h100x16 --driver-version 580.173.02 --reboot")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--cluster", help="the cluster `up` deployed")
     target.add_argument("--inventory", help="an inventory folder written by `qwen35-prov inventory`")

@@ -441,8 +441,8 @@ def _create(name: str, spec: ClusterSpec, image: str, folder: Path, progress: Pr
         # --restart=always: a reboot inside the node (the driver roles' handlers) ends its init, and podman
         # starts the container again with the same address, as a machine comes back from a reboot
         podman(["create", "--name", cname, "--hostname", cname, "--network", net, "--privileged",
-                "--systemd=always", "--restart=always", "-v", f"{volume}:/var/lib/docker", *labels, "--label", f"{NODE_LABEL}={i}",
-                image])
+                "--systemd=always", "--restart=always", "-v", f"{volume}:/var/lib/docker", *labels,
+                "--label", f"{NODE_LABEL}={i}", image])
         # a random machine-id per node, written before the first boot
         with tempfile.NamedTemporaryFile("w", delete=False) as fh:
             fh.write(uuid.uuid4().hex + "\n")

@@ -1033,9 +1033,9 @@ def pull(manifest: Manifest, root: Path | str, source: str, *, rsh: str | None =
 
         def copy_and_check(src: str, paths: list[str], strict: bool) -> None:
             # into .incomplete/ (where a partial copy of the file may already be), verified, then moved into place
+            nonlocal staging_failures
             todo = [by_path[p] for p in paths]
             before = sum((work / f.path).stat().st_size for f in todo if (work / f.path).exists())
-            nonlocal staging_failures
             proc = _rsync(base, src, str(work) + "/", [f.path for f in todo], work / ".qwen35-files-from")
             staging_failures = staging_failures + 1 if proc.returncode != 0 else 0
             if proc.returncode != 0 and (strict or staging_failures >= MAX_STAGING_COPY_FAILURES):
