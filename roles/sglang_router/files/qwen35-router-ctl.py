@@ -68,12 +68,15 @@ def registered(router: str) -> dict:
     return {w["url"].rstrip("/"): w for w in call("GET", f"{router}/workers").get("workers", [])}
 
 
-def reconcile(cfg: dict, drained_urls: list) -> list:
+def reconcile(cfg: dict, drained_urls: list, only: str | None = None) -> list:
+    """Add missing workers, remove drained ones (ONLY: just that worker); the actions taken."""
     router = cfg["router"].rstrip("/")
     have = registered(router)
     actions = []
     for url in cfg["workers"]:
         url = url.rstrip("/")
+        if only is not None and url != only:
+            continue
         if url in drained_urls:
             if url in have:
                 call("DELETE", f"{router}/workers/{have[url]['id']}")
@@ -129,20 +132,30 @@ def main(argv=None) -> int:
     if url not in [w.rstrip("/") for w in cfg["workers"]]:
         raise SystemExit(f"{url} is not a worker of {args.config} ({', '.join(cfg['workers'])})")
     urls = drained(args.drained_file)
+    # drain and undrain touch their worker only (the watch keeps the others); the gateway may answer 404 for a
+    # worker the watch re-registered a moment ago (a new id): look again
     if args.cmd == "drain":
         save_drained(args.drained_file, urls + [url])
-        for action in reconcile(cfg, urls + [url]):
-            log(action)
         deadline = time.monotonic() + args.wait
-        while url in registered(router):
+        while True:
+            try:
+                for action in reconcile(cfg, urls + [url], only=url):
+                    log(action)
+            except urllib.error.HTTPError as exc:
+                log(f"the gateway answered {exc}; looking again")
+            if url not in registered(router):
+                break
             if time.monotonic() > deadline:
                 raise SystemExit(f"{url} is still listed by the gateway after {args.wait:g} s")
             time.sleep(0.5)
         log(f"drained {url}")
         return 0
     save_drained(args.drained_file, [u for u in urls if u != url])
-    for action in reconcile(cfg, [u for u in urls if u != url]):
-        log(action)
+    try:
+        for action in reconcile(cfg, [u for u in urls if u != url], only=url):
+            log(action)
+    except urllib.error.HTTPError as exc:
+        log(f"the gateway answered {exc}; the watch adds {url} on its next round")
     log(f"undrained {url}")
     return 0
 
