@@ -11,6 +11,7 @@ All podman objects carry the label qwen35.sandbox=NAME, which is how status and 
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
 import os
 import re
@@ -425,6 +426,17 @@ def _check_existing(sb: Sandbox, spec: ClusterSpec, progress: Progress) -> Sandb
     return sb
 
 
+def _node_addresses(network: str, count: int) -> list[str]:
+    """COUNT addresses of the network's first subnet for the nodes, from .10 on (the gateway keeps .1)."""
+    subnets = (podman_json(["network", "inspect", network])[0].get("subnets") or [])
+    if not subnets:
+        raise UserError(f"podman network {network} has no subnet to place the nodes in")
+    subnet = ipaddress.ip_network(subnets[0]["subnet"])
+    if subnet.num_addresses < count + 12:
+        raise UserError(f"podman network {network}: subnet {subnet} is too small for {count} nodes")
+    return [str(subnet.network_address + 10 + i) for i in range(count)]
+
+
 def _create(name: str, spec: ClusterSpec, image: str, folder: Path, progress: Progress, started: float) -> Sandbox:
     net = network_name(name)
     labels = ["--label", f"{LABEL}={name}", "--label", f"{CLUSTER_LABEL}={spec.name}"]
@@ -434,14 +446,18 @@ def _create(name: str, spec: ClusterSpec, image: str, folder: Path, progress: Pr
     progress(f"creating network {net}")
     podman(["network", "create", *labels, net])
     names = [node_name(name, i) for i in range(spec.node_count)]
+    addresses = _node_addresses(net, len(names))
     for i, cname in enumerate(names):
         progress(f"starting {cname}")
         volume = f"{cname}-docker"
         podman(["volume", "create", *labels, volume])
         # --restart=always: a reboot inside the node (the driver roles' handlers) ends its init, and podman
         # starts the container again with the same address, as a machine comes back from a reboot
-        podman(["create", "--name", cname, "--hostname", cname, "--network", net, "--privileged",
-                "--systemd=always", "--restart=always", "-v", f"{volume}:/var/lib/docker", *labels,
+        # fixed addresses, and every other node's name in /etc/hosts (podman writes it again at each start),
+        # so nodes reach each other by name whatever DNS the podman network backend offers
+        peers = [f"--add-host={other}:{addresses[j]}" for j, other in enumerate(names) if j != i]
+        podman(["create", "--name", cname, "--hostname", cname, "--network", net, "--ip", addresses[i], *peers,
+                "--privileged", "--systemd=always", "--restart=always", "-v", f"{volume}:/var/lib/docker", *labels,
                 "--label", f"{NODE_LABEL}={i}", image])
         # a random machine-id per node, written before the first boot
         with tempfile.NamedTemporaryFile("w", delete=False) as fh:
