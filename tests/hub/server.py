@@ -93,7 +93,14 @@ class HubState:
         self.log_path = Path(log_path) if log_path else None
         self.requests: list[Request] = []
         self.lock = threading.Lock()
+        # requests being answered: a client may hold a whole answer before its handler has recorded it
+        self.in_flight = 0
+        self.settled = threading.Condition(self.lock)
         self.corrupt_once: dict[str, int] = {}   # sha256 -> byte offset flipped in the next response
+
+    def begin(self) -> None:
+        with self.lock:
+            self.in_flight += 1
 
     def record(self, req: Request) -> None:
         req.ended = time.time()
@@ -102,6 +109,8 @@ class HubState:
             if self.log_path is not None:
                 with open(self.log_path, "a") as f:
                     f.write(json.dumps(asdict(req), sort_keys=True) + "\n")
+            self.in_flight -= 1
+            self.settled.notify_all()
 
     def sign(self, sha256: str, expires: int) -> str:
         return hmac.new(self.secret, f"{sha256}:{expires}".encode(), "sha256").hexdigest()
@@ -123,6 +132,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------------------------------------------
     def _dispatch(self, method: str) -> None:
+        self.state.begin()   # ended by state.record() below, whatever happens
         url = urlparse(self.path)
         path = unquote(url.path)
         query = parse_qs(url.query)
@@ -370,7 +380,9 @@ class LocalHub:
 
     @property
     def requests(self) -> list[Request]:
-        with self.state.lock:
+        """The requests answered so far, once those being answered are recorded (5 s at most)."""
+        with self.state.settled:
+            self.state.settled.wait_for(lambda: self.state.in_flight == 0, timeout=5)
             return list(self.state.requests)
 
     def clear(self) -> None:
