@@ -1,5 +1,5 @@
-"""`qwen35-prov bench` end to end on a sandbox node: the inventory qwen35-prov generates, the serving roles' unit
-running the stand-in engine (TEST DOUBLE) as replica 0, playbooks/bench.yml running the benchmark-client TEST
+"""`qwen35-prov bench` end to end on a sandbox node: the session's h200x8 deployment (tests/conftest.py: `up
+--sandbox`, the stand-in engine TEST DOUBLE serving replica 0), playbooks/bench.yml running the benchmark-client TEST
 DOUBLES inside that container with `docker exec` (they replay SGLang's published Qwen3.5 outputs), the result files
 copied out and fetched, parsed, compared with the reference and saved with the chart.
 
@@ -25,7 +25,6 @@ from test_bench import FIXTURES, GSM8K_LOG, LATENCY_LOG, THROUGHPUT_LOG, jsonl_r
 pytestmark = pytest.mark.sandbox
 
 REPO = Path(__file__).resolve().parents[1]
-NAME = "q35d2-bench"          # containers q35-q35d2-bench-node0, network q35-q35d2-bench
 CLI = [sys.executable, "-m", "qwen35_prov"]
 
 
@@ -40,42 +39,21 @@ def ansible(*args: str, inventory: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def replica(tmp_path_factory):
-    """A one-node h200x8 sandbox serving replica 0 with the stand-in engine and the bench doubles in place."""
-    from qwen35_prov.sandbox import destroy
-
-    work = tmp_path_factory.mktemp("bench-sandbox")
-    created = run([*CLI, "sandbox", "create", "--cluster", "h200x8", "--name", NAME, "--json"])
-    if created.returncode != 0:
-        destroy(NAME)
-        pytest.fail(f"sandbox create failed: {created.stderr}")
-    try:
-        fleet = json.loads(created.stdout)["fleet"]
-        inventory = work / "inventory"
-        made = run([*CLI, "inventory", "--cluster", NAME, "--fleet", fleet, "--out", str(inventory)])
-        assert made.returncode == 0, made.stderr
-
-        captures = work / "captures"
-        captures.mkdir()
-        specs = {s.name: s for s in bench.run_specs(bench.PROFILES)}
-        for name, log in (("latency", LATENCY_LOG), ("throughput", THROUGHPUT_LOG)):
-            shutil.copy(log, captures / f"{name}.log")
-            record = jsonl_record(bench.parse_serving_block(log.read_text()), specs[name])
-            (captures / f"{name}.jsonl").write_text(json.dumps(record) + "\n")
-        shutil.copy(GSM8K_LOG, captures / "gsm8k.log")
-
-        standin = json.loads(run([sys.executable, str(REPO / "tests/doubles/sglang_standin/build.py"), "--json"],
-                                 env=os.environ).stdout)
-        extra = {"qwen35_image": standin["ref"], "sglang_server_device_args_override": [],
-                 "bench_captures_dir": str(captures)}
-        prepared = run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(inventory),
-                        str(REPO / "tests/bench/prepare-replica.yml"), "-e", json.dumps(extra)],
-                       env={**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_NOCOLOR": "1",
-                            "MOLECULE_PROJECT_DIRECTORY": str(REPO / "roles" / "sglang_server")})
-        assert prepared.returncode == 0, prepared.stdout[-4000:] + prepared.stderr[-2000:]
-        yield inventory
-    finally:
-        destroy(NAME)
+def replica(h200x8_deployed, tmp_path_factory):
+    """The session's h200x8 deployment, with the bench doubles put into replica 0's container."""
+    _, _, inventory = h200x8_deployed
+    captures = tmp_path_factory.mktemp("bench-captures")
+    specs = {s.name: s for s in bench.run_specs(bench.PROFILES)}
+    for name, log in (("latency", LATENCY_LOG), ("throughput", THROUGHPUT_LOG)):
+        shutil.copy(log, captures / f"{name}.log")
+        record = jsonl_record(bench.parse_serving_block(log.read_text()), specs[name])
+        (captures / f"{name}.jsonl").write_text(json.dumps(record) + "\n")
+    shutil.copy(GSM8K_LOG, captures / "gsm8k.log")
+    prepared = run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(inventory),
+                    str(REPO / "tests/bench/put-doubles.yml"), "-e", json.dumps({"bench_captures_dir": str(captures)})],
+                   env={**os.environ, "ANSIBLE_NOCOLOR": "1"})
+    assert prepared.returncode == 0, prepared.stdout[-4000:] + prepared.stderr[-2000:]
+    return inventory
 
 
 def cli_env(tmp_path: Path) -> dict[str, str]:

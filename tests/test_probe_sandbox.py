@@ -1,5 +1,6 @@
 """fleet probe -> inventory -> validate.yml on a sandbox node (a systemd container reached over SSH, whose GPU
-tools are the sandbox's TEST DOUBLES replaying the real H200 capture)."""
+tools are the sandbox's TEST DOUBLES replaying the real H200 capture): the session's h200x8 sandbox
+(tests/conftest.py), whose node also serves a deployment, so the checks run on a host in use."""
 
 import json
 import os
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "qwen35_prov"]
-NAME = "q35inv"  # containers q35-q35inv-node<i>, network q35-q35inv
+NAME = "h200x8"  # the session's sandbox (tests/conftest.py)
 
 
 def cli(*args, **kw):
@@ -22,17 +23,10 @@ def cli(*args, **kw):
 
 
 @pytest.fixture(scope="module")
-def sandbox_fleet():
-    from qwen35_prov.sandbox import destroy
+def sandbox_fleet(h200x8_deployed):
+    from qwen35_prov.sandbox import sandbox_root
 
-    created = cli("sandbox", "create", "--cluster", "h200x8", "--name", NAME, "--json")
-    if created.returncode != 0:
-        destroy(NAME)
-        pytest.fail(f"sandbox create failed: {created.stderr}")
-    try:
-        yield Path(json.loads(created.stdout)["fleet"])
-    finally:
-        destroy(NAME)
+    return sandbox_root() / NAME / "fleet.yml"
 
 
 def test_probe_inventory_and_validate_on_a_sandbox_node(sandbox_fleet, tmp_path):

@@ -2,7 +2,8 @@
 real SSH, real apt, real Docker in the nodes). GPUs, vendor repositories, the hub and the inference engine
 are the sandbox's TEST DOUBLES (README, "Test doubles").
 
-Slow (minutes per cluster): every test of a cluster shares one rollout.
+Slow (minutes per cluster): every test of a cluster shares one rollout; the h100x16 sandbox and the h200x8
+rollout are shared with the other end-to-end modules (tests/conftest.py).
 """
 
 import json
@@ -16,6 +17,7 @@ import yaml
 
 from qwen35_prov.sandbox import destroy, node_name, sandbox_root
 from qwen35_prov.sandbox.podman import podman
+from conftest import run_cli, up_json
 from tests.hub import downloads_by_file
 
 pytestmark = pytest.mark.sandbox
@@ -24,19 +26,11 @@ CLI = [sys.executable, "-m", "qwen35_prov"]
 
 
 @pytest.fixture(scope="module")
-def state(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("qwen35-state")
-    return {**os.environ, "QWEN35_STATE_DIR": str(folder)}
+def state(sandbox_env):
+    return sandbox_env
 
 
-def cli(env, *args, timeout=1800):
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
-
-
-def up_json(env, cluster, *extra):
-    r = cli(env, "up", "--cluster", cluster, "--sandbox", "--json", *extra)
-    assert r.stdout, r.stderr[-3000:]
-    return r, json.loads(r.stdout)
+cli = run_cli
 
 
 def in_node(cluster, index, *argv):
@@ -44,12 +38,10 @@ def in_node(cluster, index, *argv):
 
 
 @pytest.fixture(scope="module")
-def h100x16(state):
-    destroy("h100x16")
+def h100x16(h100x16_sandbox, state):
+    """The rollout on the shared h100x16 sandbox (test_down_stops_the_units_and_keeps_the_weights takes it down)."""
     r, summary = up_json(state, "h100x16")
     yield r, summary
-    cli(state, "down", "--cluster", "h100x16")
-    destroy("h100x16")
 
 
 def test_up_h100x16_rolls_out_a_two_node_replica(h100x16):
@@ -109,7 +101,18 @@ def test_status_reports_units_health_and_gpu_memory(h100x16, state):
     assert all(row["state"] == "active" for row in rows)
     head = [row for row in rows if row["node_rank"] == 0][0]
     assert head["health"] == "ok"
-    assert "MiB" in head["gpu_memory"]
+    for row in rows:   # the stand-in nvidia-smi: 8 x H100 80GB (81559 MiB)
+        assert [g["index"] for g in row["gpu_memory"]] == list(range(8)), row
+        assert all(g["total_mib"] == 81559 and 0 <= g["used_mib"] <= g["total_mib"] for g in row["gpu_memory"])
+    text = cli(state, "status", "--cluster", "h100x16")
+    assert text.returncode == 0, text.stderr
+    header, *lines = text.stdout.splitlines()
+    assert header.split()[:4] == ["NODE", "UNIT", "STATE", "HEALTH"] and "USED/TOTAL (MiB)" in header
+    head_line = [line for line in lines if line.startswith("q35-h100x16-node0")]
+    assert len(head_line) == 1 and head_line[0].split()[2:4] == ["active", "ok"], lines
+    assert [field.split(":")[0] for field in head_line[0].split()[4:]] == [str(i) for i in range(8)]
+    assert all(field.endswith("/81559") for field in head_line[0].split()[4:])
+    assert not [c for c in text.stdout if ord(c) < 32 and c != "\n"]      # numbers, no control characters
 
 
 def test_validate_passes_every_check(h100x16, state):
@@ -272,18 +275,28 @@ def test_a_bad_fleet_is_refused_before_any_host_is_touched(tmp_path, state):
     assert not (tmp_path / "state" / "h100x8" / "runner").exists()
 
 
-@pytest.mark.parametrize("cluster,vendor_env", [("h200x8", None), ("mi300x8", "SGLANG_USE_AITER=1")])
-def test_single_node_clusters_of_both_vendors(cluster, vendor_env, state):
-    name = "mi300xx8" if cluster == "mi300x8" else cluster
-    destroy(name)
+def test_a_single_node_nvidia_cluster(h200x8_deployed, state):
+    r, summary, _ = h200x8_deployed
+    assert r.returncode == 0, summary["failures"]
+    assert len(summary["endpoints"]) == 1
+    unit = in_node("h200x8", 0, "systemctl", "cat", "qwen35-sglang-r0.service").stdout
+    assert "--nnodes" not in unit and "--tp-size 8" in unit.replace("' '", " ").replace('" "', " ")
+    assert cli(state, "validate", "--cluster", "h200x8").returncode == 0
+
+
+def test_a_single_node_amd_cluster(state):
+    destroy("mi300xx8")
     try:
-        r, summary = up_json(state, cluster)
+        r, summary = up_json(state, "mi300x8")
         assert r.returncode == 0, summary["failures"]
         assert len(summary["endpoints"]) == 1
-        unit = in_node(name, 0, "systemctl", "cat", "qwen35-sglang-r0.service").stdout
+        unit = in_node("mi300xx8", 0, "systemctl", "cat", "qwen35-sglang-r0.service").stdout
         assert "--nnodes" not in unit
-        if vendor_env:
-            assert vendor_env in unit
-        assert cli(state, "validate", "--cluster", name).returncode == 0
+        assert "SGLANG_USE_AITER=1" in unit
+        assert cli(state, "validate", "--cluster", "mi300xx8").returncode == 0
+        status = cli(state, "status", "--cluster", "mi300xx8", "--json")
+        [row] = json.loads(status.stdout)["nodes"]
+        assert row["state"] == "active" and row["health"] == "ok"
+        assert [(g["index"], g["total_mib"]) for g in row["gpu_memory"]] == [(i, 196608) for i in range(8)]
     finally:
-        destroy(name)
+        destroy("mi300xx8")

@@ -1,8 +1,8 @@
 """End to end: a real 2-node sandbox (h100x16) of systemd containers, reached over SSH, driven by Ansible.
 
-One sandbox is shared by the whole module (creating it costs a few seconds once the node image exists; the
-first build of the image takes about 70-90 s). Its name is unique to this test run so that it can coexist with
-anyone's `h100x16` sandbox.
+The sandbox `h100x16` is the session's (tests/conftest.py): tests/test_rollout_sandbox.py rolls it out first, these
+tests check the sandbox itself, and the last one destroys it. The other sandboxes made here have names unique to
+this test run.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ pytestmark = [
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-NAME = f"pyt{os.getpid() % 100000}"
+NAME = "h100x16"                        # the session's sandbox (tests/conftest.py)
+OTHER = f"pyt{os.getpid() % 100000}"    # prefix of the sandboxes this module makes for itself
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -62,13 +63,8 @@ NOTHING = {"containers": [], "networks": [], "volumes": [], "files": []}
 
 
 @pytest.fixture(scope="module")
-def sandbox():
-    proc = cli("sandbox", "create", "--cluster", "h100x16", "--name", NAME, "--json")
-    data = json.loads(proc.stdout)
-    try:
-        yield data
-    finally:
-        nodes.destroy(NAME)
+def sandbox(h100x16_sandbox):
+    return h100x16_sandbox
 
 
 def test_create_starts_two_nodes_and_writes_the_fleet(sandbox):
@@ -99,7 +95,7 @@ def test_create_again_changes_nothing(sandbox):
               for n in sandbox["nodes"]}
     fleet = Path(sandbox["fleet"])
     mtime, text = fleet.stat().st_mtime_ns, fleet.read_text()
-    again = json.loads(cli("sandbox", "create", "--cluster", "h100x16", "--name", NAME, "--json").stdout)
+    again = json.loads(cli("sandbox", "create", "--cluster", "h100x16", "--json").stdout)
     assert again["created"] is False and again["fleet"] == sandbox["fleet"]
     assert [(n["name"], n["address"]) for n in again["nodes"]] == [(n["name"], n["address"]) for n in sandbox["nodes"]]
     after = {n: podman_json(["inspect", "--type", "container", n])[0]["State"]["StartedAt"] for n in before}
@@ -210,7 +206,7 @@ def test_status_lists_the_sandbox(sandbox):
 
 
 def test_a_second_cluster_coexists_and_goes_away_alone(sandbox):
-    other = f"{NAME}b"
+    other = f"{OTHER}b"
     try:
         data = json.loads(cli("sandbox", "create", "--cluster", "mi300xx8", "--name", other, "--json").stdout)
         assert [n["name"] for n in data["nodes"]] == [f"q35-{other}-node0"]
@@ -227,7 +223,7 @@ def test_a_second_cluster_coexists_and_goes_away_alone(sandbox):
 
 
 def test_a_failed_create_leaves_nothing_behind(monkeypatch):
-    name = f"{NAME}f"
+    name = f"{OTHER}f"
 
     def broken(spec):
         raise UserError("simulated failure while installing the test doubles")

@@ -1,12 +1,13 @@
-"""`qwen35-prov upgrade --image` end to end on a one-node sandbox serving two replicas (h100x8, 122b: two
-replicas of TP 4 on one node). The "new images" are TEST DOUBLE variants of the stand-in engine
-(tests/doubles/sglang_standin/build.py --variant next|broken): `next` serves, `broken` never reports healthy.
+"""`qwen35-prov upgrade --image` end to end on a one-node sandbox serving two replicas behind the router: the
+session's h200x8 sandbox (tests/conftest.py), which the other modules are done with, rolled out again with
+`up --model 122b` (two replicas of TP 4 on the node; the model changed in place). The "new images" are TEST DOUBLE
+variants of the stand-in engine (tests/doubles/sglang_standin/build.py --variant next|broken): `next` serves,
+`broken` never reports healthy.
 
 One rollout shared by every test of the module, in order: a good upgrade, validate, a broken upgrade rolled back.
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,13 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from qwen35_prov.sandbox import destroy, node_name
+from qwen35_prov.sandbox import node_name
 from qwen35_prov.sandbox.podman import podman
 
 pytestmark = pytest.mark.sandbox
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "qwen35_prov"]
-CLUSTER = "h100x8"          # sandbox q35-h100x8-node0; no other test creates this sandbox
+CLUSTER = "h200x8"          # the session's sandbox q35-h200x8-node0 (tests/conftest.py)
 NODE = node_name(CLUSTER, 0)
 
 
@@ -58,19 +59,17 @@ def upgrade(env, image, *extra):
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory):
-    env = {**os.environ, "QWEN35_STATE_DIR": str(tmp_path_factory.mktemp("qwen35-upgrade-state"))}
-    destroy(CLUSTER)
+def deployed(h200x8_deployed, sandbox_env):
+    env = sandbox_env
     r = cli(env, "up", "--cluster", CLUSTER, "--sandbox", "--model", "122b", "--json")
     summary = json.loads(r.stdout) if r.stdout else {}
-    try:
-        assert r.returncode == 0, summary.get("failures") or r.stderr[-3000:]
-        # the router in front of the two replicas first, then each replica head
-        assert len(summary["endpoints"]) == 3 and summary["endpoints"][0].endswith(":30080/v1")
-        yield env, Path(summary["inventory"]), running_image(0)
-    finally:
-        cli(env, "down", "--cluster", CLUSTER)
-        destroy(CLUSTER)
+    assert r.returncode == 0, summary.get("failures") or r.stderr[-3000:]
+    # the router in front of the two replicas first, then each replica head
+    assert len(summary["endpoints"]) == 3 and summary["endpoints"][0].endswith(":30080/v1")
+    for replica in (0, 1):
+        unit = podman(["exec", NODE, "systemctl", "cat", f"qwen35-sglang-r{replica}.service"], check=False).stdout
+        assert "Qwen3.5-122B-A10B" in unit and "397B" not in unit       # the model changed in place
+    return env, Path(summary["inventory"]), running_image(0)
 
 
 def test_upgrade_moves_every_replica_to_the_new_image(deployed):

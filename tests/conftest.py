@@ -1,0 +1,73 @@
+"""Sandbox clusters shared by the end-to-end tests of one pytest session, one per kind.
+
+Creating a sandbox and rolling a deployment out on it take minutes, so the modules that need the same kind of
+cluster share one (session-scoped fixtures), each test resetting what it must find fresh:
+  h100x16_sandbox   the 2-node sandbox `h100x16` (tests/test_sandbox.py, then tests/test_rollout_sandbox.py
+                    rolls it out; test_sandbox.py's last test destroys it)
+  h200x8_deployed   the 1-node sandbox `h200x8` rolled out with `up --sandbox` (397b, one replica of TP 8: the
+                    hardware of the published reference results): tests/test_bench_sandbox.py,
+                    tests/test_probe_sandbox.py and the single-node checks of tests/test_rollout_sandbox.py; then
+                    tests/test_upgrade_sandbox.py rolls it out again with 122b (two replicas and the router) and
+                    upgrades its image, so it comes last
+GPUs, vendor repositories, the hub and the inference engine are the sandbox's TEST DOUBLES (README).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "qwen35_prov"]
+
+
+def run_cli(env: dict[str, str], *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
+
+
+def up_json(env: dict[str, str], cluster: str, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
+    r = run_cli(env, "up", "--cluster", cluster, "--sandbox", "--json", *extra)
+    assert r.stdout, r.stderr[-3000:]
+    return r, json.loads(r.stdout)
+
+
+@pytest.fixture(scope="session")
+def sandbox_env(tmp_path_factory) -> dict[str, str]:
+    """The environment of every CLI call on the shared clusters: one state folder for the session."""
+    return {**os.environ, "QWEN35_STATE_DIR": str(tmp_path_factory.mktemp("qwen35-state"))}
+
+
+@pytest.fixture(scope="session")
+def h100x16_sandbox():
+    """`sandbox create --cluster h100x16 --json` on a fresh sandbox; destroyed at the end of the session."""
+    from qwen35_prov.sandbox import destroy
+
+    destroy("h100x16")
+    created = run_cli(dict(os.environ), "sandbox", "create", "--cluster", "h100x16", "--json", timeout=900)
+    if created.returncode != 0:
+        destroy("h100x16")
+        pytest.fail(f"sandbox create failed: {created.stderr[-3000:]}")
+    try:
+        yield json.loads(created.stdout)
+    finally:
+        destroy("h100x16")
+
+
+@pytest.fixture(scope="session")
+def h200x8_deployed(sandbox_env):
+    """(up's result, its JSON summary, the inventory) of the rollout on the 1-node sandbox h200x8."""
+    from qwen35_prov.sandbox import destroy
+
+    destroy("h200x8")
+    r, summary = up_json(sandbox_env, "h200x8")
+    try:
+        assert r.returncode == 0, summary.get("failures") or r.stderr[-3000:]
+        yield r, summary, Path(summary["inventory"])
+    finally:
+        run_cli(sandbox_env, "down", "--cluster", "h200x8")
+        destroy("h200x8")
