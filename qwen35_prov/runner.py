@@ -173,6 +173,9 @@ def run_playbook(playbook: str, inventory: Path, *, state_dir: Path, extravars: 
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_FORCE_COLOR": "False",
         "ANSIBLE_NOCOLOR": "True",
+        # one SSH round trip per task (no temporary files on the host) over one multiplexed connection per host
+        "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_SSH_ARGS": "-C -o ControlMaster=auto -o ControlPersist=120s",
         # the ansible-playbook of this interpreter's environment, also when that is not on PATH
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         **(envvars or {}),

@@ -188,8 +188,10 @@ def start_services(name: str, repo: str, progress=lambda _m: None) -> SandboxSer
         "sglang_image_archive": image["tarball"],
         "sglang_image_digest": image["id"],
         "sglang_server_device_args_override": [],
-        # the stand-in loads no weights: a head that is not up within minutes never will be
+        # the stand-in loads no weights: a head that is not up within minutes never will be, and one that is
+        # answers within seconds (a real server's 10 s polls would be most of the wait here)
         "sglang_server_ready_timeout": 300,
+        "sglang_server_ready_delay": 2,
         # the router's Python packages from wheels fetched on the host (the nodes reach no package index)
         "sglang_router_pip_wheelhouse": str(router_wheels),
         # NCCL needs GPUs; the role's CPU (gloo) path is tested by its Molecule scenario
