@@ -204,9 +204,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print_json({"status": result.status, "endpoints": endpoints_of(inventory), "nodes": rows,
                     "failures": [f.__dict__ for f in result.failures]})
     else:
-        print(f"{'NODE':<24} {'UNIT':<34} {'STATE':<10} {'HEALTH':<8} GPU MEMORY USED")
+        print(f"{'NODE':<24} {'UNIT':<34} {'STATE':<10} {'HEALTH':<8} GPU MEMORY USED/TOTAL (MiB)")
         for r in rows:
-            print(f"{r['host']:<24} {r['unit']:<34} {r['state']:<10} {r.get('health', '-'):<8} {r.get('gpu_memory', '-')}")
+            memory = " ".join(f"{g['index']}:{g['used_mib']}/{g['total_mib']}" for g in r.get("gpu_memory") or [])
+            print(f"{r['host']:<24} {r['unit']:<34} {r['state']:<10} {r.get('health', '-'):<8} {memory or 'unavailable'}")
         for f in result.failures:
             print(f"FAILED {f.host}: {f.task}: {f.message}", file=sys.stderr)
     return 0 if result.ok else 1
