@@ -6,6 +6,7 @@ Every problem is reported as `FILE:LINE: host NAME: FIELD: what is wrong`, all p
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ import yaml
 from .catalog import Catalog, load_catalog
 from .cluster import MAX_GPUS_PER_NODE, ClusterSpec
 from .errors import UserError
+from .options import normal_weights_dir, weights_dir_problem
 
 DEFAULT_SSH_PORT = 22
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
@@ -32,6 +34,13 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _ADDRESS = re.compile(r"^[A-Za-z0-9._:%-]+$")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")  # Linux IFNAMSIZ - 1
 _HCA = re.compile(r"^[A-Za-z0-9_.:-]+$")  # NCCL_IB_HCA also accepts mlx5_0:1 (port)
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")  # useradd's default NAME_REGEX
+_PATH = re.compile(r"^[A-Za-z0-9_./~+@-]+$")     # no spaces, quotes, '$', ';', newlines ...
+_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_LABEL_VALUE = re.compile(r"^[A-Za-z0-9_.:/@+-]{0,128}$")
+#: Fleet values reach Ansible's inventory, which templates strings: none may carry template syntax.
+_TEMPLATE = re.compile(r"\{\{|\{%|\{#|\}\}|%\}|#\}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class FleetError(UserError):
@@ -122,9 +131,17 @@ class _LineList(list):
 
 
 class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that remembers the line of every mapping key and list item, and refuses duplicate keys."""
+    """SafeLoader that remembers the line of every mapping key and list item, and refuses duplicate keys and
+    aliases (a few hundred bytes of nested aliases expand to gigabytes: the "billion laughs")."""
 
     duplicates: list[tuple[int, Any, int]]
+
+    def compose_node(self, parent, index):  # type: ignore[override]
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a fleet file; "
+                                              "write the value out", event.start_mark)
+        return super().compose_node(parent, index)
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineDict:
@@ -211,6 +228,10 @@ def _check_field(problems: _Problems, where: str, line: int, key: str, value: An
     def bad(message: str) -> None:
         problems.add(line, field_where, message)
 
+    unsafe = _unsafe_text(value)
+    if unsafe:
+        return bad(unsafe)
+
     if key in ("name", "address", "ssh_user", "ssh_key", "known_hosts", "network_interface", "weights_dir", "gpu"):
         if not isinstance(value, str) or not value.strip():
             hint = " (quote it)" if isinstance(value, (int, float, bool)) else ""
@@ -219,8 +240,11 @@ def _check_field(problems: _Problems, where: str, line: int, key: str, value: An
     if key == "name" and not _NAME.match(value):
         return bad(f"{value!r} is not a usable inventory hostname (letters, digits, '.', '_', '-'; "
                    f"starting with a letter or digit)")
-    if key == "address" and not _ADDRESS.match(value):
+    if key == "address" and (not _ADDRESS.match(value) or value.startswith("-")):
         return bad(f"{value!r} is not a host name or IP address")
+    if key == "ssh_user" and not _USER.match(value):
+        return bad(f"{value!r} is not a user name (lower-case letters, digits, '_' and '-', starting with a letter "
+                   f"or '_', at most 32)")
     if key == "gpu":
         kind = value.lower()
         if kind not in catalog.gpus:
@@ -234,11 +258,14 @@ def _check_field(problems: _Problems, where: str, line: int, key: str, value: An
         if not _is_int(value) or not 1 <= value <= 65535:
             return bad(f"expected a port number from 1 to 65535, got {value!r}")
     if key in ("ssh_key", "known_hosts"):
+        if not _PATH.match(value) or value.startswith("-"):
+            return bad(f"{value!r}: a path of letters, digits and . _ / ~ + @ - only")
         return _resolve_path(value, base)
     if key == "network_interface" and not _IFNAME.match(value):
         return bad(f"{value!r} is not a network interface name (at most 15 characters, no spaces or '/')")
-    if key == "weights_dir" and not value.startswith("/"):
-        return bad(f"{value!r} must be an absolute path")
+    if key == "weights_dir":
+        problem = weights_dir_problem(value)
+        return bad(f"{value!r} {problem}") if problem else normal_weights_dir(value)
     if key == "ib_hcas":
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -249,12 +276,39 @@ def _check_field(problems: _Problems, where: str, line: int, key: str, value: An
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value) or any(
                 isinstance(v, (dict, list)) for v in value.values()):
             return bad(f"expected a mapping of label to plain value, such as {{rack: r1}}, got {value!r}")
+        wrong = [k for k, v in value.items() if not _LABEL_KEY.match(k)
+                 or not (isinstance(v, (int, float, bool)) or (isinstance(v, str) and _LABEL_VALUE.match(v)))]
+        if wrong:
+            return bad(f"label {wrong[0]!r}: names of letters, digits, '_', '.' and '-'; values numbers or up to "
+                       f"128 of letters, digits and _ . : / @ + -")
         return {k: value[k] for k in value}
     if key == "facts":
         if not isinstance(value, dict):
             return bad("expected a mapping (written by `qwen35-prov fleet probe --update`)")
         return _plain(value)
     return value
+
+
+def _normal_address(address: str) -> str:
+    """One spelling per address: IPs as `ipaddress` writes them (::0:1 == ::1), names lower-case without the dot."""
+    try:
+        return str(ipaddress.ip_address(address.split("%")[0])) + ("%" + address.split("%")[1] if "%" in address else "")
+    except ValueError:
+        return address.lower().rstrip(".")
+
+
+def _unsafe_text(value: Any) -> str | None:
+    """Why VALUE (or a string inside it) cannot go into an inventory as data, or None."""
+    if isinstance(value, dict):
+        return next((why for k, v in value.items() for why in (_unsafe_text(k), _unsafe_text(v)) if why), None)
+    if isinstance(value, (list, tuple)):
+        return next((why for v in value for why in [_unsafe_text(v)] if why), None)
+    if isinstance(value, str):
+        if _TEMPLATE.search(value):
+            return f"{value!r} holds template syntax ({{{{ }}}}, {{% %}} or {{# #}}); fleet values are data"
+        if _CONTROL.search(value):
+            return f"{value!r} holds a control character (newline, tab, ...)"
+    return None
 
 
 def _plain(value: Any) -> Any:
@@ -346,17 +400,17 @@ def parse_fleet(text: str, path: str | Path = "fleet.yml", catalog: Catalog | No
             weights_dir=values.get("weights_dir"), labels=values.get("labels", {}), facts=values.get("facts"),
             line=raw.line,
         )
-        if host.name in seen_names:
+        if host.name.lower() in seen_names:   # host names are case-insensitive (DNS, inventories)
             problems.add(raw.line_of("name"), where, f"name {host.name!r} is already used on line "
-                                                     f"{seen_names[host.name]}")
+                                                     f"{seen_names[host.name.lower()]}")
             continue
-        endpoint = (host.address, host.ssh_port)
+        endpoint = (_normal_address(host.address), host.ssh_port)
         if endpoint in seen_endpoints:
             other, other_line = seen_endpoints[endpoint]
             problems.add(raw.line_of("address"), where,
                          f"address {host.address} port {host.ssh_port} is also host {other}'s (line {other_line})")
             continue
-        seen_names[host.name] = raw.line_of("name")
+        seen_names[host.name.lower()] = raw.line_of("name")
         seen_endpoints[endpoint] = (host.name, raw.line)
         hosts.append(host)
 

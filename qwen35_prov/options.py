@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .errors import UserError
@@ -12,6 +13,32 @@ DEFAULT_CONTEXT_LENGTH = 262_144
 MIN_CONTEXT_LENGTH = 131_072  # the cookbook: keep at least 128K so thinking has room
 MAX_CONTEXT_LENGTH = 262_144  # native context; longer needs rope scaling this toolkit does not configure
 MAMBA_CACHE_CHOICES = ("v1", "v2")
+#: A hub revision the tool deploys: a full commit (a branch moves; the weights folder is named after it)
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_PATH = re.compile(r"^/[A-Za-z0-9_./+@-]*$")
+#: Folders the weights may never be (`down --purge-weights` deletes under the weights folder)
+SYSTEM_DIRS = frozenset({"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/opt", "/proc",
+                         "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib", "/var/tmp",
+                         "/mnt", "/media"})
+
+
+def weights_dir_problem(path: str) -> str | None:
+    """Why PATH cannot be the weights folder, or None: absolute, a plain character set, no '.' or '..' parts,
+    not a system folder."""
+    if not path.startswith("/"):
+        return "must be an absolute path"
+    if not _PATH.match(path):
+        return "must be a path of letters, digits and . _ / + @ - only"
+    parts = [p for p in path.split("/") if p]
+    if "." in parts or ".." in parts:
+        return "must not contain '.' or '..' parts"
+    if "/" + "/".join(parts) in SYSTEM_DIRS:
+        return "is a system folder; use a folder of its own, such as /var/lib/qwen35-prov/models"
+    return None
+
+
+def normal_weights_dir(path: str) -> str:
+    return "/" + "/".join(p for p in path.split("/") if p)
 
 
 @dataclass(frozen=True)
@@ -46,5 +73,9 @@ class PlanOptions:
                 raise UserError(f"{name} {port}: allowed 1 to 65535")
         if self.watchdog_timeout < 1:
             raise UserError(f"--watchdog-timeout {self.watchdog_timeout}: must be at least 1 second")
-        if not self.weights_dir.startswith("/"):
-            raise UserError(f"--weights-dir {self.weights_dir!r}: must be an absolute path")
+        problem = weights_dir_problem(self.weights_dir)
+        if problem:
+            raise UserError(f"--weights-dir {self.weights_dir!r} {problem}")
+        if self.revision is not None and not COMMIT.match(self.revision):
+            raise UserError(f"--revision {self.revision!r}: give the full 40-character hex commit of the hub "
+                            "revision (a branch or tag moves, and the weights folder is named after the commit)")

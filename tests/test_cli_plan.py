@@ -67,6 +67,13 @@ def test_catalog_sections():
     (["--cluster", "h200x8", "--mamba-cache", "v1"], "pass --no-mtp"),
     (["--cluster", "h200x1", "--model", "27b", "--no-mtp", "--mamba-cache", "v2"], "MoE models only"),
     (["--cluster", "h100x16", "--mamba-cache", "v3"], "invalid choice: 'v3'"),
+    # what reaches paths on the hosts (the weights folder, `down --purge-weights`) is checked before anything runs
+    (["--cluster", "h100x16", "--revision", "../../.."], "full 40-character hex commit"),
+    (["--cluster", "h100x16", "--revision", "main"], "full 40-character hex commit"),
+    (["--cluster", "h100x16", "--revision", "0123456789ABCDEF" * 2 + "01234567"], "full 40-character hex commit"),
+    (["--cluster", "h100x16", "--weights-dir", "/etc"], "is a system folder"),
+    (["--cluster", "h100x16", "--weights-dir", "/srv/m/../../etc"], "'.' or '..'"),
+    (["--cluster", "h100x16", "--weights-dir", "/srv/{{ x }}"], "a path of letters"),
 ])
 def test_bad_input_exits_2_with_one_line(args, expected):
     r = run("plan", *args)

@@ -336,3 +336,89 @@ def test_fleet_check_cli(tmp_path):
                              capture_output=True, text=True)
     assert missing.returncode == 2 and missing.stderr.strip() == (
         f"qwen35-prov: error: fleet file {tmp_path / 'nope.yml'} does not exist")
+
+
+# --- fleet values are data (issue 16: reproduced injections) -----------------------------------------------
+
+HOST = """
+    hosts:
+      - name: gpu-01
+        address: 10.0.0.1
+        gpu: h100
+        gpu_count: 8
+"""
+
+
+@pytest.mark.parametrize("field,value", [
+    ("ssh_user", "\"{{ lookup('pipe', 'touch /tmp/pwned') }}\""),
+    ("weights_dir", "\"/srv/{% raw %}x{% endraw %}\""),
+    ("ssh_key", "\"{{ 7 * 7 }}\""),
+    ("labels", "{rack: \"{{ lookup('pipe', 'id') }}\"}"),
+    ("labels", "{\"{# c #}\": r1}"),
+])
+def test_template_syntax_in_any_string_is_refused(field, value):
+    [problem] = problems(HOST + f"        {field}: {value}\n")
+    assert f"host gpu-01: {field}:" in problem and "template syntax" in problem
+
+
+def test_a_newline_or_other_control_character_is_refused():
+    [problem] = problems(HOST + '        weights_dir: "/srv/models\\nrestrict ssh-ed25519 AAAA attacker"\n')
+    assert "weights_dir" in problem and "control character" in problem
+    [problem] = problems(HOST + '        labels: {rack: "r1\\tr2"}\n')
+    assert "labels" in problem and "control character" in problem
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("ssh_user", "'root; id'", "is not a user name"),
+    ("ssh_user", "Admin", "is not a user name"),
+    ("ssh_key", "'/keys/id rsa'", "a path of letters"),
+    ("ssh_key", "-oProxyCommand=id", "a path of letters"),
+    ("weights_dir", "/srv/../etc", "'.' or '..'"),
+    ("weights_dir", "/", "is a system folder"),
+    ("weights_dir", "/etc/", "is a system folder"),
+    ("weights_dir", "/var/lib", "is a system folder"),
+    ("weights_dir", "'/srv/my models'", "a path of letters"),
+    ("labels", "{'rack id': r1}", "label 'rack id'"),
+    ("labels", "{rack: 'r1 r2'}", "label 'rack'"),
+])
+def test_strict_character_sets(field, value, words):
+    [problem] = problems(HOST + f"        {field}: {value}\n")
+    assert f"{field}:" in problem and words in problem, problem
+
+
+def test_an_address_never_starts_with_a_dash():
+    [problem] = problems(HOST.replace("10.0.0.1", "-oProxyCommand=id"))
+    assert "is not a host name or IP address" in problem
+
+
+def test_weights_dir_is_normalised():
+    f = fleet(HOST + "        weights_dir: /srv//models/\n")
+    assert f.hosts[0].weights_dir == "/srv/models"
+
+
+def test_duplicates_are_caught_after_normalising():
+    text = HOST + """
+      - name: GPU-01
+        address: 10.0.0.2
+        gpu: h100
+        gpu_count: 8
+      - name: gpu-03
+        address: "::1"
+        gpu: h100
+        gpu_count: 8
+      - name: gpu-04
+        address: "0:0::0:1"
+        gpu: h100
+        gpu_count: 8
+    """
+    found = problems(text)
+    assert any("GPU-01" in p and "already used" in p for p in found), found
+    assert any("gpu-04" in p and "also host gpu-03" in p for p in found), found
+
+
+def test_yaml_aliases_are_refused_before_they_expand():
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(12)) + HOST
+    [problem] = problems(bomb)
+    assert "aliases" in problem and len(problem) < 300

@@ -153,8 +153,8 @@ def test_cuda_ipc_transport_is_opt_in_and_nvidia_only():
 
 def test_deployment_options_reach_the_command():
     argv = argv_of("h200x8", context_length=131072, loader_threads=16, port=31000, weights_dir="/data/w",
-                   revision="0123abc")
+                   revision="0123abc" * 5 + "01234")
     assert value(argv, "--context-length") == "131072"
     assert json.loads(value(argv, "--model-loader-extra-config"))["num_threads"] == 16
     assert value(argv, "--port") == "31000"
-    assert value(argv, "--model-path") == "/data/w/Qwen/Qwen3.5-397B-A17B/0123abc"
+    assert value(argv, "--model-path") == "/data/w/Qwen/Qwen3.5-397B-A17B/" + "0123abc" * 5 + "01234"
