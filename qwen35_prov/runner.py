@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,6 +155,22 @@ class _EventCollector:
         return True
 
 
+def _forget_environment(artifact_dir: Path) -> None:
+    """ansible-runner records the run's whole environment (HF_TOKEN and any other secret of the controller's) in
+    artifacts/<id>/command; keep only the command line and the folder it ran in."""
+    record = artifact_dir / "command"
+    try:
+        data = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(data, dict) and "env" in data:
+        data.pop("env")
+        fd, tmp = tempfile.mkstemp(dir=artifact_dir, prefix=".command.")
+        with os.fdopen(fd, "w") as out:
+            json.dump(data, out)
+        os.replace(tmp, record)
+
+
 def run_playbook(playbook: str, inventory: Path, *, state_dir: Path, extravars: dict[str, Any] | None = None,
                  check: bool = False, tags: str | None = None, limit: str | None = None,
                  progress: Progress | None = None, envvars: dict[str, str] | None = None) -> RunResult:
@@ -203,6 +220,7 @@ def run_playbook(playbook: str, inventory: Path, *, state_dir: Path, extravars: 
         rotate_artifacts=5,
         suppress_env_files=True,
     )
+    _forget_environment(Path(runner.config.artifact_dir))
     result = collector.result
     result.rc = runner.rc
     result.artifacts = str(runner.config.artifact_dir)
