@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -145,16 +148,26 @@ def cmd_up(args: argparse.Namespace) -> int:
         envvars.update(services.env)
         if not args.revision:
             options = replace(options, revision=services.revision)  # the stand-in hub's commit, pinned
-    inventory = write_inventory(args.cluster, fleet, _inventory_dir(name), options,
-                                gpus_per_node=args.gpus_per_node, weights_dir_given=weights_dir_given)
-    if extravars:
-        from .upgrade import apply_overrides
+    with contextlib.ExitStack() as scratch:
+        target = _inventory_dir(name)
+        if args.check:
+            # a dry run changes no file: the plan's inventory goes to a scratch copy of the stored one (its
+            # upgrade pins included), removed afterwards
+            folder = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix=f"qwen35-{name}-check-")))
+            if target.is_dir():
+                shutil.copytree(target, folder / "inventory", symlinks=True)
+            target = folder / "inventory"
+        inventory = write_inventory(args.cluster, fleet, target, options,
+                                    gpus_per_node=args.gpus_per_node, weights_dir_given=weights_dir_given)
+        if extravars:
+            from .upgrade import apply_overrides
 
-        apply_overrides(extravars, inventory)  # an image `upgrade` pinned wins over the sandbox's stand-in
-    progress.console.print(f"    inventory: {inventory}")
-    result = run_playbook("up.yml", inventory, state_dir=state_root() / name, extravars=extravars,
-                          envvars=envvars, check=args.check, tags=args.tags, progress=progress)
-    endpoints = endpoints_of(inventory)
+            apply_overrides(extravars, inventory)  # an image `upgrade` pinned wins over the sandbox's stand-in
+        progress.console.print(f"    inventory: {inventory}" + (" (dry run: a scratch copy; the stored one is not "
+                                                                  "changed)" if args.check else ""))
+        result = run_playbook("up.yml", inventory, state_dir=state_root() / name, extravars=extravars,
+                              envvars=envvars, check=args.check, tags=args.tags, progress=progress)
+        endpoints = endpoints_of(inventory)
     extra = {"inventory": str(inventory), "check": bool(args.check)}
     if args.sandbox:
         extra["note"] = ("sandbox: the endpoint is served by the TEST DOUBLE of the inference engine "
