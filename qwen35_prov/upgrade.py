@@ -122,7 +122,10 @@ def _upgrade_image(args, inventory: Path, name: str, started: float) -> dict[str
         if "sglang_image_archive" in read_overrides(inventory) or _is_sandbox(name):
             extravars["sglang_image_archive"] = ""  # pull, not a tarball an earlier run pinned
     if args.ready_timeout:
+        # both: the roles' own readiness reads sglang_server_ready_timeout, and an extra variable of that name
+        # (the sandbox passes one) beats the value upgrade.yml hands to the role
         extravars["qwen35_upgrade_ready_timeout"] = args.ready_timeout
+        extravars["sglang_server_ready_timeout"] = args.ready_timeout
     if args.no_drain:
         extravars["qwen35_upgrade_drain"] = False
     progress = None if args.json else Progress()
