@@ -9,9 +9,8 @@ cluster share one (session-scoped fixtures), each test resetting what it must fi
                     tests/test_probe_sandbox.py and the single-node checks of tests/test_rollout_sandbox.py; then
                     tests/test_upgrade_sandbox.py rolls it out again with 122b (two replicas and the router) and
                     upgrades its image, so it comes last
-scripts/test runs this tier on two pytest-xdist workers (--dist loadgroup): the modules mark their tests with the
-cluster they use (xdist_group), so each cluster's tests run on one worker, in collection order, and each worker
-creates only the clusters of its own tests.
+scripts/test runs the h200x8 modules (bench, probe, the single-node check, upgrade) and the rest in two pytest
+processes side by side; each process makes only the clusters its own tests ask for.
 GPUs, vendor repositories, the hub and the inference engine are the sandbox's TEST DOUBLES (README).
 """
 

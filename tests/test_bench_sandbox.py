@@ -22,7 +22,7 @@ import pytest
 from qwen35_prov import bench
 from test_bench import FIXTURES, GSM8K_LOG, LATENCY_LOG, THROUGHPUT_LOG, jsonl_record
 
-pytestmark = [pytest.mark.sandbox, pytest.mark.xdist_group("h200x8")]   # its tests share one worker
+pytestmark = pytest.mark.sandbox
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "qwen35_prov"]

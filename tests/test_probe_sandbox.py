@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytestmark = [pytest.mark.sandbox, pytest.mark.xdist_group("h200x8")]   # its tests share one worker
+pytestmark = pytest.mark.sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "qwen35_prov"]

@@ -21,8 +21,6 @@ from conftest import run_cli, up_json
 from tests.hub import downloads_by_file
 
 pytestmark = pytest.mark.sandbox
-#: the tests of one sandbox run on one pytest-xdist worker, in this order (scripts/test: --dist loadgroup)
-ON_H100X16 = pytest.mark.xdist_group("h100x16")
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "qwen35_prov"]
 
@@ -46,7 +44,6 @@ def h100x16(h100x16_sandbox, state):
     yield r, summary
 
 
-@ON_H100X16
 def test_up_h100x16_rolls_out_a_two_node_replica(h100x16):
     r, summary = h100x16
     assert r.returncode == 0, summary["failures"]
@@ -61,7 +58,6 @@ def test_up_h100x16_rolls_out_a_two_node_replica(h100x16):
     assert "==> " in r.stderr  # live progress per phase on stderr, JSON alone on stdout
 
 
-@ON_H100X16
 def test_the_two_nodes_are_wired_as_ranks_of_one_replica(h100x16, state):
     _, summary = h100x16
     head_ip = summary["endpoints"][0].split("//")[1].split(":")[0]
@@ -73,7 +69,6 @@ def test_the_two_nodes_are_wired_as_ranks_of_one_replica(h100x16, state):
         assert in_node("h100x16", index, "systemctl", "is-active", "qwen35-sglang-r0.service").stdout.strip() == "active"
 
 
-@ON_H100X16
 def test_the_hub_is_read_once_per_cluster_and_the_follower_copied_from_the_stager(h100x16, state):
     """The staged fan-out, as real clusters run it: only the stager (node0) asked the hub for file bytes, each file
     once; node1 has the same verified snapshot."""
@@ -92,14 +87,12 @@ def test_the_hub_is_read_once_per_cluster_and_the_follower_copied_from_the_stage
     assert in_node("h100x16", 1, "test", "-f", f"{snapshot}/.qwen35-complete.json").returncode == 0
 
 
-@ON_H100X16
 def test_the_endpoint_passes_the_smoke_checks(h100x16, state):
     _, summary = h100x16
     r = cli(state, "smoke", "--url", summary["endpoints"][0], "--json", timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-@ON_H100X16
 def test_status_reports_units_health_and_gpu_memory(h100x16, state):
     r = cli(state, "status", "--cluster", "h100x16", "--json")
     assert r.returncode == 0, r.stderr
@@ -122,7 +115,6 @@ def test_status_reports_units_health_and_gpu_memory(h100x16, state):
     assert not [c for c in text.stdout if ord(c) < 32 and c != "\n"]      # numbers, no control characters
 
 
-@ON_H100X16
 def test_validate_passes_every_check(h100x16, state):
     r = cli(state, "validate", "--cluster", "h100x16", "--json")
     data = json.loads(r.stdout)
@@ -133,7 +125,6 @@ def test_validate_passes_every_check(h100x16, state):
     assert all(c["ok"] for c in data["checks"])
 
 
-@ON_H100X16
 def test_a_second_up_changes_nothing(h100x16, state):
     r, summary = up_json(state, "h100x16")
     assert r.returncode == 0, summary["failures"]
@@ -141,7 +132,6 @@ def test_a_second_up_changes_nothing(h100x16, state):
     assert changed == {}
 
 
-@ON_H100X16
 def test_a_node_stopped_in_the_middle_of_up_is_named_and_a_rerun_converges(h100x16, state):
     proc = subprocess.Popen([*CLI, "up", "--cluster", "h100x16", "--sandbox", "--json"], cwd=REPO, env=state,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -174,7 +164,6 @@ def unit_active(index):
 NODES = ["q35-h100x16-node0", "q35-h100x16-node1"]
 
 
-@ON_H100X16
 def test_a_driver_upgrade_to_a_version_nobody_publishes_stops_at_the_first_host(h100x16, state):
     for index in (0, 1):   # as after the reboot that loaded the driver `up` installed
         in_node("h100x16", index, "rm", "-f", "/run/reboot-required", "/run/reboot-required.pkgs")
@@ -193,7 +182,6 @@ def test_a_driver_upgrade_to_a_version_nobody_publishes_stops_at_the_first_host(
     assert not (inv / "group_vars/qwen35_nodes/zz-upgrade.yml").exists()
 
 
-@ON_H100X16
 def test_a_driver_upgrade_goes_host_by_host_pins_it_and_names_the_hosts_that_wait_for_a_reboot(h100x16, state):
     r = cli(state, "upgrade", "--cluster", "h100x16", "--driver-version", "580.173.02", "--json")
     data = json.loads(r.stdout)
@@ -216,7 +204,6 @@ def test_a_driver_upgrade_goes_host_by_host_pins_it_and_names_the_hosts_that_wai
     assert failed == {(h, "driver matches pin", "loaded 580.159.04, pin 580.173.02") for h in NODES}
 
 
-@ON_H100X16
 def test_a_driver_upgrade_with_reboots_that_fails_leaves_the_replica_out_of_service_and_says_so(h100x16, state):
     r = cli(state, "upgrade", "--cluster", "h100x16", "--driver-version", "580.999.01", "--reboot", "--json")
     data = json.loads(r.stdout)
@@ -236,7 +223,6 @@ def boot_time(index):
     return in_node("h100x16", index, "ps", "-o", "lstart=", "-p", "1").stdout.strip()
 
 
-@ON_H100X16
 def test_a_driver_upgrade_with_reboots_takes_the_replica_out_reboots_its_nodes_and_brings_it_back(h100x16, state):
     """--reboot: the two nodes of the replica (out of service since the previous test) are rebooted (the reboot
     left pending by the upgrade without --reboot), checked on the new driver, started, smoke-checked. Sandbox
@@ -261,7 +247,6 @@ def test_a_driver_upgrade_with_reboots_takes_the_replica_out_reboots_its_nodes_a
     assert [boot_time(i) for i in (0, 1)] == booted and all(unit_active(i) for i in (0, 1))
 
 
-@ON_H100X16
 def test_down_stops_the_units_and_keeps_the_weights(h100x16, state):
     r = cli(state, "down", "--cluster", "h100x16", "--json")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -290,7 +275,6 @@ def test_a_bad_fleet_is_refused_before_any_host_is_touched(tmp_path, state):
     assert not (tmp_path / "state" / "h100x8" / "runner").exists()
 
 
-@pytest.mark.xdist_group("h200x8")
 def test_a_single_node_nvidia_cluster(h200x8_deployed, state):
     r, summary, _ = h200x8_deployed
     assert r.returncode == 0, summary["failures"]
@@ -300,7 +284,6 @@ def test_a_single_node_nvidia_cluster(h200x8_deployed, state):
     assert cli(state, "validate", "--cluster", "h200x8").returncode == 0
 
 
-@pytest.mark.xdist_group("mi300xx8")
 def test_a_single_node_amd_cluster(state):
     destroy("mi300xx8")
     try:

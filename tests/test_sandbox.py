@@ -25,7 +25,6 @@ from qwen35_prov.sandbox.podman import LABEL, podman, podman_json
 
 pytestmark = [
     pytest.mark.sandbox,
-    pytest.mark.xdist_group("h100x16"),   # after test_rollout_sandbox.py's h100x16 tests, on their worker
     pytest.mark.skipif(shutil.which("podman") is None, reason="needs podman (scripts/setup)"),
 ]
 

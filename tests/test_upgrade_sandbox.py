@@ -18,7 +18,7 @@ import yaml
 from qwen35_prov.sandbox import node_name
 from qwen35_prov.sandbox.podman import podman
 
-pytestmark = [pytest.mark.sandbox, pytest.mark.xdist_group("h200x8")]   # its tests share one worker
+pytestmark = pytest.mark.sandbox
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "qwen35_prov"]
 CLUSTER = "h200x8"          # the session's sandbox q35-h200x8-node0 (tests/conftest.py)
