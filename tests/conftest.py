@@ -9,8 +9,8 @@ cluster share one (session-scoped fixtures), each test resetting what it must fi
                     tests/test_probe_sandbox.py and the single-node checks of tests/test_rollout_sandbox.py; then
                     tests/test_upgrade_sandbox.py rolls it out again with 122b (two replicas and the router) and
                     upgrades its image, so it comes last
-scripts/test runs the h200x8 modules (bench, probe, the single-node check, upgrade) and the rest in two pytest
-processes side by side; each process makes only the clusters its own tests ask for.
+scripts/test runs the single-node clusters' tests (h200x8: bench, probe, the single-node check, upgrade; then
+mi300x8) and the rest in two pytest processes side by side; each makes only the clusters its own tests ask for.
 GPUs, vendor repositories, the hub and the inference engine are the sandbox's TEST DOUBLES (README).
 """
 
