@@ -37,6 +37,16 @@ DEFAULT_TOLERANCE = 0.10
 DEFAULT_ACCURACY_TOLERANCE = 0.03   # accuracy points: ~3 standard errors of a 0.975 score over 200 questions
 SERVING_MODULE = "sglang.bench_serving"
 GSM8K_MODULE = "sglang.test.few_shot_gsm8k"
+#: few_shot_gsm8k builds its RuntimeEndpoint without an API key (SGLang 0.5.23), so against a keyed server every
+#: request would get 401. This runs the module unchanged with RuntimeEndpoint's api_key defaulting to
+#: $OPENAI_API_KEY, which the container has from the server's root-only env file, as bench_serving reads it.
+GSM8K_WITH_KEY = (
+    "import os, runpy\n"
+    "from sglang.lang.backend import runtime_endpoint as e\n"
+    "init = e.RuntimeEndpoint.__init__\n"
+    "e.RuntimeEndpoint.__init__ = lambda self, base_url, api_key=None, *a, **k: "
+    "init(self, base_url, api_key or os.environ.get('OPENAI_API_KEY'), *a, **k)\n"
+    f"runpy.run_module({GSM8K_MODULE!r}, run_name='__main__', alter_sys=True)\n")
 
 
 # ------------------------------------------------------------------------------------------------ run specs
@@ -69,7 +79,7 @@ class RunSpec:
                 argv += ["--dataset-path", inputs["sharegpt"]]
             return argv
         # few_shot_gsm8k joins host and port itself (http://HOST:PORT): the host is a bare address
-        argv = ["python3", "-m", GSM8K_MODULE, "--host", "127.0.0.1", "--port", str(port),
+        argv = ["python3", "-c", GSM8K_WITH_KEY, "--host", "127.0.0.1", "--port", str(port),
                 "--num-questions", str(a["num_questions"]), "--num-shots", str(a["num_shots"])]
         if inputs.get("gsm8k"):
             argv += ["--data-path", inputs["gsm8k"]]

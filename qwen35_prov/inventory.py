@@ -80,6 +80,7 @@ _OPTION_FLAGS = (  # PlanOptions field -> how the CLI spells it
     ("mamba_cache", "--mamba-cache"), ("context_length", "--context-length"),
     ("loader_threads", "--loader-threads"), ("port", "--port"), ("dist_init_port", "--dist-init-port"),
     ("revision", "--revision"), ("weights_dir", "--weights-dir"), ("cuda_ipc_transport", "--cuda-ipc-transport"),
+    ("api_key", "--api-key"),
 )
 
 
@@ -237,6 +238,10 @@ def build_inventory(selection: Selection, the_plan: Plan, command: str,
         "qwen35_sglang_version": the_plan.sglang_version,
         "qwen35_served_model_name": the_plan.repo,
         "qwen35_server_ports": FlowList(sorted({r.port for r in the_plan.replicas})),
+        # keyed API: the keys are made on the controller at the first run (playbooks/group_vars/all/secrets.yml),
+        # 0600 in the folder beside this inventory, and reach the nodes only as root-only files
+        "qwen35_api_key": the_plan.options.api_key,
+        "qwen35_secrets_dir": "{{ inventory_dir | dirname }}/secrets",
     })
     return files
 

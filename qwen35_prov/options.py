@@ -58,6 +58,7 @@ class PlanOptions:
     cuda_ipc_transport: bool = False
     weights_dir: str = "/var/lib/qwen35-prov/models"
     revision: str | None = None
+    api_key: bool = True  # the HTTP API needs the deployment's key (the keys live on the controller, not here)
 
     def __post_init__(self) -> None:
         if not MIN_CONTEXT_LENGTH <= self.context_length <= MAX_CONTEXT_LENGTH:

@@ -35,6 +35,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "mtp": plan.options.mtp,
         "mamba_cache": "v2" if plan.mamba_v2 else "v1",
         "context_length": plan.options.context_length,
+        "api_key": plan.options.api_key,
         "replicas": len(plan.replicas),
         "nodes_per_replica": plan.nodes_per_replica,
         "idle_gpus": plan.idle_gpus,

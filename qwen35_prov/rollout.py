@@ -110,6 +110,7 @@ def _print_summary(kind: str, result: RunResult, endpoints: list[str], started: 
 def cmd_up(args: argparse.Namespace) -> int:
     from .cli import plan_options_from
     from .inventory import write_inventory
+    from .keys import secrets_dir
 
     if bool(args.sandbox) == bool(args.fleet):
         raise UserError("say where to deploy: --fleet FILE (your machines) or --sandbox (local containers)")
@@ -156,6 +157,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             folder = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix=f"qwen35-{name}-check-")))
             if target.is_dir():
                 shutil.copytree(target, folder / "inventory", symlinks=True)
+            if secrets_dir(target).is_dir():  # the keys the deployment has, read, not made again
+                (folder / "secrets").symlink_to(secrets_dir(target))
             target = folder / "inventory"
         inventory = write_inventory(args.cluster, fleet, target, options,
                                     gpus_per_node=args.gpus_per_node, weights_dir_given=weights_dir_given)
@@ -211,16 +214,22 @@ def _report_rows(result: RunResult, key: str) -> list[dict[str, Any]]:
 def cmd_status(args: argparse.Namespace) -> int:
     from .cli import print_json
 
+    from .keys import api_key_file, keyed
+
     result, inventory, started = _run_read(args, "status.yml")
     rows = _report_rows(result, "status")
+    key_file = api_key_file(inventory, keyed(inventory))
     if args.json:
-        print_json({"status": result.status, "endpoints": endpoints_of(inventory), "nodes": rows,
+        print_json({"status": result.status, "endpoints": endpoints_of(inventory),
+                    "api_key_file": str(key_file) if key_file else None, "nodes": rows,
                     "failures": [f.__dict__ for f in result.failures]})
     else:
         print(f"{'NODE':<24} {'UNIT':<34} {'STATE':<10} {'HEALTH':<8} GPU MEMORY USED/TOTAL (MiB)")
         for r in rows:
             memory = " ".join(f"{g['index']}:{g['used_mib']}/{g['total_mib']}" for g in r.get("gpu_memory") or [])
             print(f"{r['host']:<24} {r['unit']:<34} {r['state']:<10} {r.get('health', '-'):<8} {memory or 'unavailable'}")
+        print(f"API key: {key_file} (send it as Authorization: Bearer)" if key_file
+              else "API key: none (deployed with --no-api-key: anyone who reaches a port may use the API)")
         for f in result.failures:
             print(f"FAILED {f.host}: {f.task}: {f.message}", file=sys.stderr)
     return 0 if result.ok else 1

@@ -23,6 +23,7 @@ import urllib.parse
 import urllib.request
 import zlib
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .errors import UserError
@@ -275,8 +276,14 @@ def run_smoke(url: str, *, model: str | None = None, image: bool = False, timeou
 def cmd_smoke(args: argparse.Namespace) -> int:
     from .cli import print_json
 
+    api_key = args.api_key
+    if args.api_key_file:
+        try:
+            api_key = Path(args.api_key_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise UserError(f"--api-key-file {args.api_key_file}: {exc.strerror}") from None
     report = run_smoke(args.url, model=args.model, image=args.image, timeout=args.timeout,
-                       max_tokens=args.max_tokens, skip=args.skip or (), api_key=args.api_key)
+                       max_tokens=args.max_tokens, skip=args.skip or (), api_key=api_key or None)
     if args.json:
         print_json(report.as_dict())
     else:
@@ -300,6 +307,9 @@ def register(sub) -> None:
                    help=f"skip a check (repeatable): {', '.join(CHECKS)}")
     p.add_argument("--timeout", type=float, default=300, help="seconds per request (default 300)")
     p.add_argument("--max-tokens", type=int, default=2048, help="max_tokens per request (default 2048: room to think)")
-    p.add_argument("--api-key", help="bearer token, when the server was started with --api-key")
+    key = p.add_mutually_exclusive_group()
+    key.add_argument("--api-key-file", help="file holding the API key (a deployment of `up`: the path "
+                                            "`status --json` gives as api_key_file)")
+    key.add_argument("--api-key", help="the API key itself (visible in ps and shell history: prefer --api-key-file)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_smoke)

@@ -292,7 +292,9 @@ def test_run_commands_are_the_published_ones():
     t = dict(zip(throughput.argv(30000)[3::2], throughput.argv(30000)[4::2]))
     assert (t["--num-prompts"], t["--max-concurrency"]) == ("1000", "100")
     a = accuracy.argv(30000, {"gsm8k": "input-gsm8k.jsonl"})
-    assert a[:3] == ["python3", "-m", "sglang.test.few_shot_gsm8k"]
+    # the published module, run with the deployment's key (bench.GSM8K_WITH_KEY; the contract test runs it)
+    assert a[:3] == ["python3", "-c", bench.GSM8K_WITH_KEY]
+    assert "runpy.run_module('sglang.test.few_shot_gsm8k', run_name='__main__'" in a[2]
     assert dict(zip(a[3::2], a[4::2])) == {"--host": "127.0.0.1", "--port": "30000", "--num-questions": "200",
                                            "--num-shots": "5", "--data-path": "input-gsm8k.jsonl"}
     assert "--dataset-path" in latency.argv(1, {"sharegpt": "input-sharegpt.json"})

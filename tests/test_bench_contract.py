@@ -117,3 +117,35 @@ def test_gsm8k_host_must_be_a_bare_address():
     assert normalize_base_url("http://127.0.0.1", 30000) == "http://http://127.0.0.1:30000"
     argv = bench.run_specs(["accuracy"])[0].argv(30000)
     assert argv[argv.index("--host") + 1] == "127.0.0.1"
+
+
+def test_gsm8k_sends_the_deployments_key(tmp_path):
+    """few_shot_gsm8k alone sends no key (its RuntimeEndpoint gets none); run as bench runs it, SGLang's own
+    RuntimeEndpoint sends $OPENAI_API_KEY as a bearer token on its first request (/get_model_info)."""
+    import http.server
+    import subprocess
+    import sys
+    import threading
+
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            seen.append((self.path, self.headers.get("Authorization")))
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        argv = bench.run_specs(["accuracy"])[0].argv(server.server_address[1], {"gsm8k": str(tmp_path / "t.jsonl")})
+        assert argv[:2] == ["python3", "-c"]
+        subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                       env={**os.environ, "OPENAI_API_KEY": "k" * 48})
+    finally:
+        server.shutdown()
+    assert seen and seen[0] == ("/get_model_info", "Bearer " + "k" * 48)

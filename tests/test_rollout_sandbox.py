@@ -17,6 +17,7 @@ import yaml
 
 from qwen35_prov.sandbox import destroy, node_name, sandbox_root
 from qwen35_prov.sandbox.podman import podman
+from qwen35_prov.sandbox.services import HUB_TOKEN
 from conftest import run_cli, up_json
 from tests.hub import downloads_by_file
 
@@ -87,10 +88,31 @@ def test_the_hub_is_read_once_per_cluster_and_the_follower_copied_from_the_stage
     assert in_node("h100x16", 1, "test", "-f", f"{snapshot}/.qwen35-complete.json").returncode == 0
 
 
-def test_the_endpoint_passes_the_smoke_checks(h100x16, state):
+def test_the_endpoint_passes_the_smoke_checks_with_the_deployments_key_only(h100x16, state):
     _, summary = h100x16
-    r = cli(state, "smoke", "--url", summary["endpoints"][0], "--json", timeout=600)
+    status = json.loads(cli(state, "status", "--cluster", "h100x16", "--json").stdout)
+    key_file = Path(status["api_key_file"])
+    assert key_file == Path(state["QWEN35_STATE_DIR"]) / "h100x16" / "secrets" / "api-key"
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600" and oct(key_file.parent.stat().st_mode & 0o777) == "0o700"
+    r = cli(state, "smoke", "--url", summary["endpoints"][0], "--api-key-file", str(key_file), "--json", timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
+    keyless = cli(state, "smoke", "--url", summary["endpoints"][0], "--json", timeout=600)
+    checks = {c["name"]: c for c in json.loads(keyless.stdout)["checks"]}
+    assert keyless.returncode == 1 and checks["health"]["ok"] and not checks["models"]["ok"]
+    assert "401" in checks["models"]["detail"], checks["models"]
+
+
+def test_no_secret_is_kept_anywhere_in_the_state_folder_but_its_secrets(h100x16, state):
+    """Run records, inventories and logs of the rollout hold none of the deployment's keys (nor the sandbox's
+    stand-in hub token); only secrets/ does, 0600."""
+    root = Path(state["QWEN35_STATE_DIR"]) / "h100x16"
+    secrets = {p.name: p.read_text().strip() for p in (root / "secrets").iterdir() if not p.name.endswith("lockfile")}
+    assert set(secrets) == {"api-key", "admin-api-key", "watch-secret"}
+    assert all(len(value) == 48 for value in secrets.values())
+    secrets["HF_TOKEN"] = HUB_TOKEN
+    leaks = [(str(p), name) for p in root.rglob("*") if p.is_file() and (root / "secrets") not in p.parents
+             for name, value in secrets.items() if value in p.read_text(errors="replace")]
+    assert leaks == []
 
 
 def test_status_reports_units_health_and_gpu_memory(h100x16, state):

@@ -28,6 +28,7 @@ from qwen35_prov.planner import plan
 from qwen35_prov.smoke import base_url, run_smoke
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 STANDIN = HERE / "doubles" / "sglang_standin"
 
 try:
@@ -334,3 +335,57 @@ def test_smoke_reports_an_unreachable_endpoint_and_refuses_bad_urls(capsys):
     assert cli_main(["smoke", "--url", "10.0.0.1:30000"]) == 2
     assert "--url must look like http://HOST:PORT" in capsys.readouterr().err
     assert base_url("http://h:30000/v1/") == "http://h:30000"
+
+
+# ---------------------------------------------------------------------------------------------- API keys
+
+def _auth_file(tmp_path: Path) -> tuple[Path, str, str]:
+    spec = importlib.util.spec_from_file_location(
+        "sglang_server_filters", REPO / "roles" / "sglang_server" / "filter_plugins" / "sglang_server.py")
+    filters = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(filters)
+    api, admin = "k" * 48, "a" * 48
+    path = tmp_path / "qwen35-sglang-auth.yaml"
+    path.write_text(filters.sglang_server_auth_config(api, admin))
+    return path, api, admin
+
+
+def test_sglangs_own_config_reader_takes_the_keys_file(tmp_path, real_parser):
+    from sglang.srt.utils.server_args_config_parser import ConfigArgumentMerger
+
+    path, api, admin = _auth_file(tmp_path)
+    merged = ConfigArgumentMerger(real_parser).merge_config_with_args(
+        ["--model-path", "/m", "--port", "30000", "--config", str(path)])
+    args = real_parser.parse_args(merged)
+    assert (args.api_key, args.admin_api_key) == (api, admin)
+
+
+def test_a_keyed_head_answers_401_without_the_key(pkg_root, model_dir, procs, tmp_path):
+    path, api, admin = _auth_file(tmp_path)
+    port = free_port()
+    proc = Proc(pkg_root, head_argv(model_dir, port, "--enable-metrics", "--config", str(path)))
+    procs.append(proc)
+    base = f"http://127.0.0.1:{port}"
+    wait_status(base + "/health", 200)                 # open, as in SGLang: probes and Prometheus
+    assert get(base + "/metrics")[0] == 200
+
+    def call(path: str, key: str | None, body: dict | None = None) -> int:
+        req = urllib.request.Request(base + path, data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {key}"} if key else {})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    chat = {"messages": [{"role": "user", "content": "2+2?"}]}
+    assert call("/v1/models", None) == 401
+    assert call("/v1/chat/completions", None, chat) == 401
+    assert call("/v1/models", "wrong") == 401
+    assert call("/v1/models", api) == 200
+    assert call("/v1/chat/completions", api, chat) == 200
+    assert call("/update_weights_from_disk", None, {}) == 401
+    assert call("/update_weights_from_disk", api, {}) == 401  # with an admin key, only the admin key
+    assert call("/update_weights_from_disk", admin, {}) == 200
+    proc.stop()
+    assert api not in proc.output() and admin not in proc.output()

@@ -182,6 +182,9 @@ PLAYBOOK = """
 """
 
 
+API_KEY, ADMIN_KEY, WATCH_SECRET = "apiKey0123456789abcdef", "adminKey0123456789abcdef", "watchSecret0123456789"
+
+
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     """units.yml of the role for both nodes of h100x16 (NVIDIA, production device requests)."""
@@ -198,6 +201,8 @@ def rendered(tmp_path_factory):
             "sglang_server_ib_hcas": ["mlx5_0"], "sglang_server_secret_env": {"HF_TOKEN": "hf_x"},
             "sglang_server_unit_dir": str(root / "units"), "sglang_server_env_dir": str(root / "etc"),
             "sglang_server_libexec_dir": str(root / "libexec"),
+            "sglang_server_api_key": API_KEY, "sglang_server_admin_api_key": ADMIN_KEY,
+            "sglang_server_watch_secret": WATCH_SECRET,
         }
         (root / "vars.json").write_text(json.dumps(extra))
         env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_NOCOLOR": "1",
@@ -218,13 +223,22 @@ def test_the_rendered_execstart_is_the_plan_argv_after_systemd_splitting(rendere
         unit = (root / "units" / "qwen35-sglang-r0.service").read_text()
         words = systemd_split(_exec_lines(unit, "ExecStart")[0])
         i = words.index("lmsysorg/sglang:v0.5.23")
-        assert words[i + 1:] == node["argv"], name
+        auth = str(root / "etc" / "qwen35-sglang-auth.yaml")
+        assert words[i + 1:] == [*node["argv"], "--config", auth], name   # the plan's argv, then the keys file
+        assert ["-v", f"{auth}:{auth}:ro"] == words[words.index(f"{auth}:{auth}:ro") - 1:words.index(f"{auth}:{auth}:ro") + 1]
+        assert json.loads(Path(auth).read_text()) == {"api-key": API_KEY, "admin-api-key": ADMIN_KEY}
+        for secret_file in (Path(auth), root / "etc" / "qwen35-sglang-watch.key"):
+            assert oct(secret_file.stat().st_mode & 0o777) == "0o600", secret_file
+        assert (root / "etc" / "qwen35-sglang-watch.key").read_text() == WATCH_SECRET + "\n"
+        for secret in (API_KEY, ADMIN_KEY, WATCH_SECRET):
+            assert all(secret not in p.read_text() for p in (root / "units").iterdir()), (name, secret)
         assert words[:7] == ["/usr/bin/docker", "run", "--rm", "--name", "qwen35-sglang-r0", "--gpus", "all"]
         assert ["-e", "NCCL_IB_HCA=mlx5_0"] == words[words.index("NCCL_IB_HCA=mlx5_0") - 1:words.index("NCCL_IB_HCA=mlx5_0") + 1]
         assert "Restart=on-failure" in unit and "PartOf=qwen35-replica-r0.target" in unit
         assert "hf_x" not in unit
         envfile = root / "etc" / "qwen35-sglang.env"
         assert oct(envfile.stat().st_mode & 0o777) == "0o600" and "HF_TOKEN=hf_x" in envfile.read_text()
+        assert f"OPENAI_API_KEY={API_KEY}" in envfile.read_text()   # SGLang's bench clients in the container
 
 
 def test_only_the_worker_waits_for_its_head_and_both_get_a_group_watch(rendered):
@@ -236,7 +250,9 @@ def test_only_the_worker_waits_for_its_head_and_both_get_a_group_watch(rendered)
     assert len(_exec_lines(head_unit, "ExecStartPre")) == 1
     head_watch = (rendered["gpu-01"][1] / "units" / "qwen35-sglang-r0-watch.service").read_text()
     worker_watch = (rendered["gpu-02"][1] / "units" / "qwen35-sglang-r0-watch.service").read_text()
-    assert "--listen 0.0.0.0:29600" in head_watch and "--head 10.0.0.11:29600 --rank 1" in worker_watch
+    # the head listens on the replica's dist-init address (the cluster interface), not on every interface
+    assert "--listen 10.0.0.11:29600" in head_watch and "--head 10.0.0.11:29600 --rank 1" in worker_watch
+    assert "0.0.0.0" not in head_watch and "--secret-file" in head_watch and "--secret-file" in worker_watch
     target = (rendered["gpu-02"][1] / "units" / "qwen35-replica-r0.target").read_text()
     assert "Wants=qwen35-sglang-r0.service qwen35-sglang-r0-watch.service" in target
     assert "WantedBy=multi-user.target" in target

@@ -5,11 +5,15 @@
 Why: the gateway drops a worker it cannot reach when it starts (a replica still loading its weights, a node
 rebooting) and never retries it; a worker that fails its health checks later stays registered and returns once
 healthy. So `watch` (the qwen35-router-watch service) adds every configured worker the gateway does not list,
-every few seconds, and keeps drained workers out.
+every few seconds, keeps drained workers out, and removes any worker that is not configured (one somebody
+added through the control plane: the gateway would send clients' prompts to it).
+
+The control plane takes the admin key: read from the gateway's keys file (--keys-file, JSON with admin_api_key
+and api_key; root or the gateway's user only) and sent as a bearer token, never put on a command line.
 
 Commands (the configuration is /etc/qwen35-prov/router.json: {"router": URL, "workers": [URL, ...]}):
   status                 the gateway's workers as JSON: url, healthy, registered, drained
-  reconcile              add missing workers, remove drained ones; prints what it did; exit 0
+  reconcile              add missing workers, remove drained and foreign ones; prints what it did; exit 0
   watch [--interval S]   reconcile forever
   drain URL [--wait S]   stop routing to a worker (for a rolling upgrade): remembered until undrain
   undrain URL            route to it again
@@ -27,7 +31,9 @@ import urllib.request
 from pathlib import Path
 
 CONFIG = Path("/etc/qwen35-prov/router.json")
+KEYS = Path("/etc/qwen35-prov/router-keys.json")
 DRAINED = Path("/var/lib/qwen35-prov/router-drained.json")
+AUTH: dict = {}  # the keys file's content, once read
 
 
 def log(message: str) -> None:
@@ -55,9 +61,22 @@ def save_drained(path: Path, urls: list) -> None:
     tmp.replace(path)
 
 
+def load_keys(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}  # a gateway without keys
+    if not isinstance(data, dict):
+        raise SystemExit(f"{path}: needs a JSON object with api_key and admin_api_key")
+    return data
+
+
 def call(method: str, url: str, body: dict | None = None, timeout: float = 10) -> dict:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if AUTH.get("admin_api_key"):
+        headers["Authorization"] = f"Bearer {AUTH['admin_api_key']}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         raw = resp.read()
     return json.loads(raw) if raw.strip() else {}
@@ -69,10 +88,15 @@ def registered(router: str) -> dict:
 
 
 def reconcile(cfg: dict, drained_urls: list, only: str | None = None) -> list:
-    """Add missing workers, remove drained ones (ONLY: just that worker); the actions taken."""
+    """Add missing workers, remove drained and foreign ones (ONLY: just that worker); the actions taken."""
     router = cfg["router"].rstrip("/")
     have = registered(router)
     actions = []
+    planned = {url.rstrip("/") for url in cfg["workers"]}
+    for url, worker in have.items():
+        if only is None and url not in planned:
+            call("DELETE", f"{router}/workers/{worker['id']}")
+            actions.append(f"removed {url}: not a replica head of this deployment")
     for url in cfg["workers"]:
         url = url.rstrip("/")
         if only is not None and url != only:
@@ -82,7 +106,10 @@ def reconcile(cfg: dict, drained_urls: list, only: str | None = None) -> list:
                 call("DELETE", f"{router}/workers/{have[url]['id']}")
                 actions.append(f"removed drained {url}")
         elif url not in have:
-            call("POST", f"{router}/workers", {"url": url})
+            body = {"url": url}
+            if AUTH.get("api_key"):
+                body["api_key"] = AUTH["api_key"]  # what the gateway sends to this worker itself
+            call("POST", f"{router}/workers", body)
             actions.append(f"added {url}")
     return actions
 
@@ -91,6 +118,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="qwen35-router-ctl", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", type=Path, default=CONFIG)
     p.add_argument("--drained-file", type=Path, default=DRAINED)
+    p.add_argument("--keys-file", type=Path, default=KEYS, help="the gateway's keys (JSON; admin_api_key, api_key)")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("status")
     sub.add_parser("reconcile")
@@ -103,6 +131,7 @@ def main(argv=None) -> int:
     u.add_argument("url")
     args = p.parse_args(argv)
     cfg = load_config(args.config)
+    AUTH.update(load_keys(args.keys_file))
     router = cfg["router"].rstrip("/")
 
     if args.cmd == "status":

@@ -17,14 +17,26 @@ started). The head's watch keeps one rule:
 So a failed rank restarts its whole replica group, the head first, then every worker, and the group settles
 once all workers run instances younger than the head's. `try-restart` never starts a unit an administrator
 stopped. The head keeps what it knows in /run (a tmpfs: cleared at reboot with the monotonic clock).
+
+Only the replica's own watches are listened to. Both sides hold a secret (--secret-file, root only); the key of
+replica R is HMAC-SHA256(secret, "qwen35-replica-watch replica R"). The head opens with a random challenge, the
+worker answers with its own and a MAC over both, the head proves itself back, and every later line carries a
+sequence number and a MAC over the session's challenges: a peer without the key, a replayed or a reordered line
+ends its connection and changes nothing. Lines are bounded (512 bytes), so are their rate, the connections and
+the time a peer has to prove itself; a malformed line ends that connection, never the watch.
 Standard library only; Python 3.8+.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import json
+import math
 import os
+import re
+import secrets
 import selectors
 import signal
 import socket
@@ -35,6 +47,98 @@ from dataclasses import dataclass
 
 POLL_SECONDS = 1.0
 SLACK_SECONDS = 0.1  # message latency; a real restart (stop + start) takes much longer
+MAX_LINE = 512           # bytes; the longest honest line is about 130
+MAX_CONNECTIONS = 64     # a replica has at most a few dozen nodes
+AUTH_SECONDS = 10.0      # a peer has this long to prove itself
+MAX_LINES_PER_SECOND = 50
+MAC_HEX = 32             # 128 bits of HMAC-SHA256
+INVOCATION = re.compile(r"^[0-9a-f]{32}$")
+NONCE = re.compile(r"^[0-9a-f]{32}$")
+
+
+class ProtocolError(Exception):
+    """A peer broke the protocol: its connection ends, the watch goes on."""
+
+
+def replica_key(secret: bytes, replica: int) -> bytes:
+    return hmac.new(secret, f"qwen35-replica-watch replica {replica}".encode(), hashlib.sha256).digest()
+
+
+def mac(key: bytes, *parts: object) -> str:
+    return hmac.new(key, "|".join(str(p) for p in parts).encode(), hashlib.sha256).hexdigest()[:MAC_HEX]
+
+
+def read_secret(path: str) -> bytes:
+    try:
+        secret = open(path, "rb").read().strip()
+    except OSError as exc:
+        raise SystemExit(f"cannot read the watch secret {path}: {exc}")
+    if len(secret) < 16:
+        raise SystemExit(f"the watch secret {path} is shorter than 16 characters")
+    return secret
+
+
+class LineReader:
+    """Whole lines from a socket's bytes, bounded in length and rate."""
+
+    def __init__(self):
+        self.buf = b""
+        self.window = (0.0, 0)  # (second it counts, lines in it)
+
+    def feed(self, data: bytes) -> list:
+        self.buf += data
+        *lines, self.buf = self.buf.split(b"\n")
+        if len(self.buf) > MAX_LINE or any(len(line) > MAX_LINE for line in lines):
+            raise ProtocolError(f"a line longer than {MAX_LINE} bytes")
+        now = int(time.monotonic())
+        count = (self.window[1] if self.window[0] == now else 0) + len(lines)
+        self.window = (now, count)
+        if count > MAX_LINES_PER_SECOND:
+            raise ProtocolError(f"more than {MAX_LINES_PER_SECOND} lines in a second")
+        try:
+            return [line.decode("ascii").split() for line in lines]
+        except UnicodeDecodeError:
+            raise ProtocolError("a line that is not ASCII")
+
+
+class Channel:
+    """Both directions of one authenticated session: sequence numbers and MACs."""
+
+    def __init__(self, key: bytes, session: str, mine: str, theirs: str):
+        self.key, self.session, self.mine, self.theirs = key, session, mine, theirs
+        self.sent = self.received = 0
+
+    def seal(self, payload: str) -> str:
+        self.sent += 1
+        return f"{payload} {self.sent} {mac(self.key, self.mine, self.session, self.sent, payload)}"
+
+    def open(self, words: list) -> list:
+        if len(words) < 3:
+            raise ProtocolError("a line without sequence number and MAC")
+        payload, seq, tag = " ".join(words[:-2]), words[-2], words[-1]
+        if seq != str(self.received + 1):
+            raise ProtocolError(f"sequence {seq[:12]!r}, expected {self.received + 1}")
+        if not hmac.compare_digest(tag, mac(self.key, self.theirs, self.session, seq, payload)):
+            raise ProtocolError("a line whose MAC does not verify")
+        self.received += 1
+        return words[:-2]
+
+
+def parse_state(words: list):
+    """STATE INV AGE or STATE - - -> (inv, age seconds) or None."""
+    if len(words) != 3:
+        raise ProtocolError("STATE needs an instance and an age")
+    if words[1:] == ["-", "-"]:
+        return None
+    if not INVOCATION.match(words[1]):
+        raise ProtocolError("STATE with a malformed instance id")
+    try:
+        age = float(words[2])
+    except ValueError:
+        raise ProtocolError("STATE with an age that is not a number")
+    if not math.isfinite(age) or not 0 <= age < 10 * 365 * 86400:
+        raise ProtocolError("STATE with an age out of range")
+    return words[1], age
 
 
 def log(message: str) -> None:
@@ -93,9 +197,10 @@ def host_port(text: str) -> tuple[str, int]:
 # ---------------------------------------------------------------------------------------------- head
 
 class Head:
-    def __init__(self, args: argparse.Namespace, units: Units):
+    def __init__(self, args: argparse.Namespace, units: Units, key: bytes):
         self.args = args
         self.units = units
+        self.key = key
         self.sel = selectors.DefaultSelector()
         self.conns: dict[socket.socket, dict] = {}
         self.ranks: dict[int, Instance | None] = {}
@@ -155,7 +260,11 @@ class Head:
                 f"asking it to restart")
             self._send(conn, f"RESTART {inst.inv}")
 
-    def _send(self, conn: socket.socket, line: str) -> None:
+    def _send(self, conn: socket.socket, payload: str) -> None:
+        meta = self.conns.get(conn)
+        if meta is None:
+            return
+        line = meta["channel"].seal(payload) if meta.get("channel") else payload
         try:
             conn.sendall((line + "\n").encode())
         except OSError:
@@ -170,11 +279,28 @@ class Head:
                 log(f"rank {meta['rank']}: watch disconnected")
 
     def _accept(self, listener: socket.socket) -> None:
-        conn, peer = listener.accept()
+        try:
+            conn, peer = listener.accept()
+        except OSError:
+            return
+        if len(self.conns) >= MAX_CONNECTIONS:
+            log(f"{peer[0]}: refused, {MAX_CONNECTIONS} connections already open")
+            conn.close()
+            return
         keepalive(conn)
         conn.setblocking(False)
-        self.conns[conn] = {"buf": b"", "peer": peer[0]}
+        nonce = secrets.token_hex(16)
+        self.conns[conn] = {"lines": LineReader(), "peer": peer[0], "nonce": nonce, "since": time.monotonic()}
         self.sel.register(conn, selectors.EVENT_READ, "conn")
+        self._send(conn, f"CHALLENGE {nonce}")
+
+    def _expire(self) -> None:
+        """Peers that did not prove themselves in time are dropped."""
+        now = time.monotonic()
+        for conn, meta in list(self.conns.items()):
+            if meta.get("channel") is None and now - meta["since"] > AUTH_SECONDS:
+                log(f"{meta['peer']}: did not authenticate within {AUTH_SECONDS:.0f} s; dropped")
+                self._close(conn)
 
     def _read(self, conn: socket.socket) -> None:
         try:
@@ -184,21 +310,46 @@ class Head:
         if not data:
             return self._close(conn)
         meta = self.conns[conn]
-        meta["buf"] += data
-        while b"\n" in meta["buf"]:
-            raw, meta["buf"] = meta["buf"].split(b"\n", 1)
-            words = raw.decode(errors="replace").split()
-            if words[:1] == ["HELLO"] and len(words) == 3 and words[2].isdigit():
-                if words[1] != str(self.args.replica):
-                    log(f"{meta['peer']}: watch of replica {words[1]} connected to replica {self.args.replica}'s head")
-                    return self._close(conn)
-                meta["rank"] = int(words[2])
-                log(f"rank {meta['rank']}: watch connected from {meta['peer']}")
-            elif words[:1] == ["STATE"] and len(words) == 3 and meta.get("rank") is not None:
-                inst = None if words[1] == "-" else Instance(words[1], time.monotonic() - float(words[2]))
-                self.on_state(meta["rank"], inst)
-            elif words[:1] == ["BYE"]:
-                return self._close(conn)
+        try:
+            for words in meta["lines"].feed(data):
+                if conn not in self.conns:
+                    return
+                if meta.get("channel") is None:
+                    self._hello(conn, meta, words)
+                else:
+                    self._message(conn, meta, meta["channel"].open(words))
+        except ProtocolError as exc:
+            who = f"rank {meta['rank']}" if meta.get("rank") is not None else meta["peer"]
+            log(f"{who}: {exc}; connection closed")
+            self._close(conn)
+
+    def _hello(self, conn: socket.socket, meta: dict, words: list) -> None:
+        """HELLO REPLICA RANK NONCE MAC: the worker proves it holds the replica's key."""
+        if len(words) != 5 or words[0] != "HELLO" or not words[2].isdigit() or not NONCE.match(words[3]):
+            raise ProtocolError("expected HELLO REPLICA RANK NONCE MAC")
+        replica, rank, theirs, tag = words[1], int(words[2]), words[3], words[4]
+        if not hmac.compare_digest(tag, mac(self.key, "hello", meta["nonce"], theirs, replica, rank)):
+            raise ProtocolError("HELLO whose MAC does not verify (not this replica's key)")
+        if replica != str(self.args.replica) or not 1 <= rank < 4096:
+            raise ProtocolError(f"HELLO of replica {replica} rank {rank} at replica {self.args.replica}'s head")
+        session = f"{meta['nonce']}:{theirs}"
+        for other, m in list(self.conns.items()):
+            if other is not conn and m.get("rank") == rank:
+                log(f"rank {rank}: a newer authenticated connection replaces the old one")
+                self._close(other)
+        self._send(conn, f"WELCOME {mac(self.key, 'welcome', session)}")  # the last line without a channel
+        meta["channel"] = Channel(self.key, session, mine="head", theirs="worker")
+        meta["rank"] = rank
+        log(f"rank {rank}: watch connected from {meta['peer']} (authenticated)")
+
+    def _message(self, conn: socket.socket, meta: dict, words: list) -> None:
+        if words[:1] == ["STATE"]:
+            state = parse_state(words)
+            self.on_state(meta["rank"], None if state is None else Instance(state[0], time.monotonic() - state[1]))
+        elif words == ["BYE"]:
+            self._close(conn)
+        else:
+            raise ProtocolError(f"unknown message {' '.join(words)[:40]!r}")
 
     def run(self) -> None:
         host, port = self.args.listen
@@ -212,6 +363,7 @@ class Head:
                 log(f"head server instance {head.inv[:8]} running")
             self.head = head
             self.enforce()
+            self._expire()
             for key, _ in self.sel.select(timeout=self.args.poll):
                 if key.data == "listener":
                     self._accept(key.fileobj)
@@ -227,40 +379,80 @@ class Head:
 # ---------------------------------------------------------------------------------------------- worker
 
 class Worker:
-    def __init__(self, args: argparse.Namespace, units: Units):
+    def __init__(self, args: argparse.Namespace, units: Units, key: bytes):
         self.args = args
         self.units = units
+        self.key = key
         self.sock: socket.socket | None = None
+        self.channel: Channel | None = None
 
-    def _connect(self) -> socket.socket:
+    def _connect(self) -> tuple:
         host, port = self.args.head
         warned = 0.0
         while True:
             try:
                 sock = socket.create_connection((host, port), timeout=5)
                 keepalive(sock)
+                channel = self._handshake(sock)
                 sock.settimeout(None)
-                sock.sendall(f"HELLO {self.args.replica} {self.args.rank}\n".encode())
-                log(f"connected to the head's watch at {host}:{port}")
-                return sock
-            except OSError as exc:
+                log(f"connected to the head's watch at {host}:{port} (authenticated)")
+                return sock, channel
+            except (OSError, ProtocolError) as exc:
                 if time.monotonic() - warned > 60:
                     log(f"head's watch at {host}:{port} not reachable yet: {exc}")
                     warned = time.monotonic()
                 time.sleep(2)
 
+    def _handshake(self, sock: socket.socket) -> Channel:
+        """CHALLENGE from the head, HELLO with our nonce and MAC, WELCOME proving the head holds the key."""
+        sock.settimeout(AUTH_SECONDS)
+        lines, received = LineReader(), []
+        mine = secrets.token_hex(16)
+        nonce = None
+        while True:
+            while not received:
+                data = sock.recv(4096)
+                if not data:
+                    raise ProtocolError("the head closed the connection while authenticating")
+                received = lines.feed(data)
+            words = received.pop(0)
+            if nonce is None:
+                if len(words) != 2 or words[0] != "CHALLENGE" or not NONCE.match(words[1]):
+                    raise ProtocolError("expected CHALLENGE NONCE")
+                nonce = words[1]
+                hello = mac(self.key, "hello", nonce, mine, self.args.replica, self.args.rank)
+                sock.sendall(f"HELLO {self.args.replica} {self.args.rank} {mine} {hello}\n".encode())
+                continue
+            session = f"{nonce}:{mine}"
+            if len(words) != 2 or words[0] != "WELCOME" or not hmac.compare_digest(
+                    words[1], mac(self.key, "welcome", session)):
+                raise ProtocolError("the head did not prove it holds this replica's key")
+            if received or lines.buf:
+                raise ProtocolError("the head sent more than WELCOME before the session")
+            return Channel(self.key, session, mine="worker", theirs="head")
+
     def run(self) -> None:
         log(f"worker watch of replica {self.args.replica} rank {self.args.rank}, server unit {self.args.unit}")
         while True:
-            self.sock = self._connect()
-            self._session(self.sock)
+            self.sock, self.channel = self._connect()
+            try:
+                self._session(self.sock, self.channel)
+            except ProtocolError as exc:
+                log(f"the head's watch broke the protocol ({exc}); reconnecting")
             self.sock.close()
-            self.sock = None
+            self.sock = self.channel = None
             time.sleep(1)
 
-    def _session(self, sock: socket.socket) -> None:
+    def _send(self, sock: socket.socket, channel: Channel, payload: str) -> bool:
+        try:
+            sock.sendall((channel.seal(payload) + "\n").encode())
+            return True
+        except OSError:
+            return False
+
+    def _session(self, sock: socket.socket, channel: Channel) -> None:
         reported: object = object()  # nothing reported yet on this connection
-        buf = b""
+        lines = LineReader()
         sel = selectors.DefaultSelector()
         sel.register(sock, selectors.EVENT_READ)
         while True:
@@ -268,9 +460,7 @@ class Worker:
             key = inst.inv if inst else None
             if key != reported:
                 line = f"STATE {inst.inv} {time.monotonic() - inst.started:.3f}" if inst else "STATE - -"
-                try:
-                    sock.sendall((line + "\n").encode())
-                except OSError:
+                if not self._send(sock, channel, line):
                     return
                 reported = key
             if not sel.select(timeout=self.args.poll):
@@ -282,23 +472,20 @@ class Worker:
             if not data:
                 log("the head's watch went away; reconnecting")
                 return
-            buf += data
-            while b"\n" in buf:
-                raw, buf = buf.split(b"\n", 1)
-                words = raw.decode(errors="replace").split()
+            for words in lines.feed(data):
+                words = channel.open(words)
                 if words[:1] == ["RESTART"] and len(words) == 2:
                     if inst is not None and words[1] == inst.inv:
                         self.units.try_restart(self.args.unit, "the head restarted after this instance started")
-                elif words[:1] == ["BYE"]:
+                elif words == ["BYE"]:
                     log("the head's watch is stopping; reconnecting")
                     return
+                else:
+                    raise ProtocolError(f"unknown message {' '.join(words)[:40]!r}")
 
     def stop(self) -> None:
-        if self.sock is not None:
-            try:
-                self.sock.sendall(b"BYE\n")
-            except OSError:
-                pass
+        if self.sock is not None and self.channel is not None:
+            self._send(self.sock, self.channel, "BYE")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,12 +496,15 @@ def main(argv: list[str] | None = None) -> int:
     role.add_argument("--listen", type=host_port, metavar="HOST:PORT", help="head: where workers' watches connect")
     role.add_argument("--head", type=host_port, metavar="HOST:PORT", help="worker: the head's watch")
     parser.add_argument("--rank", type=int, default=0, help="worker: this node's rank")
+    parser.add_argument("--secret-file", required=True,
+                        help="root-only file with the secret every watch of the deployment holds")
     parser.add_argument("--state-file", default="", help="head: remember rank instances here (under /run)")
     parser.add_argument("--poll", type=float, default=POLL_SECONDS, help="seconds between unit state reads")
     parser.add_argument("--systemctl", default="systemctl", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     units = Units(args.systemctl)
-    watch = Head(args, units) if args.listen else Worker(args, units)
+    key = replica_key(read_secret(args.secret_file), args.replica)
+    watch = Head(args, units, key) if args.listen else Worker(args, units, key)
 
     def _stop(*_):
         watch.stop()

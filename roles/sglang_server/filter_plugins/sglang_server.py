@@ -6,6 +6,7 @@ Nothing here decides a recipe: argv and env come from the planner through the in
 
 from __future__ import annotations
 
+import json
 import re
 
 _SAFE = re.compile(r"^[A-Za-z0-9_@+=:,./-]+$")
@@ -84,8 +85,9 @@ def sglang_server_argv_value(argv, flag, default=None):
 
 
 def sglang_server_run_argv(launch, *, docker, name, image, device_args, vendor_args, shm_size, weights_dir,
-                           env_file, env, extra_args=()) -> list:
-    """`docker run ...` for one launch: the container wrapping, then the image, then the plan's argv unchanged."""
+                           env_file, env, extra_args=(), auth_file="") -> list:
+    """`docker run ...` for one launch: the container wrapping, then the image, then the plan's argv unchanged,
+    then `--config AUTH_FILE` when the server has API keys (the file is mounted read-only at the same path)."""
     argv = [str(a) for a in launch["argv"]]
     if not argv:
         raise ValueError(f"launch of replica {launch.get('replica')} has an empty argv")
@@ -94,11 +96,28 @@ def sglang_server_run_argv(launch, *, docker, name, image, device_args, vendor_a
     cmd += [str(a) for a in vendor_args]
     cmd += ["--ipc=host", "--shm-size", str(shm_size), "--network", "host"]
     cmd += ["-v", f"{weights_dir}:{weights_dir}:ro", "--env-file", env_file]
+    if auth_file:
+        cmd += ["-v", f"{auth_file}:{auth_file}:ro"]
     for key, value in sorted(env.items()):
         cmd += ["-e", f"{key}={value}"]
     cmd += [str(a) for a in extra_args]
     cmd.append(image)
-    return cmd + argv
+    return cmd + argv + (["--config", auth_file] if auth_file else [])
+
+
+def sglang_server_auth_config(api_key, admin_api_key) -> str:
+    """The --config file of a keyed server: JSON, which is YAML too (SGLang reads it with yaml.safe_load)."""
+    keys = {"api-key": api_key, "admin-api-key": admin_api_key}
+    return json.dumps({k: v for k, v in keys.items() if v}, indent=1, sort_keys=True) + "\n"
+
+
+def sglang_server_redact(text, secrets) -> str:
+    """TEXT with every non-empty secret replaced (SGLang logs its arguments, the API key included, at start)."""
+    text = str(text)
+    for secret in secrets or ():
+        if secret:
+            text = text.replace(str(secret), "<redacted>")
+    return text
 
 
 def sglang_server_wait_argv(dist_init, timeout) -> list:
@@ -133,6 +152,8 @@ class FilterModule:
             "systemd_quote_word": systemd_quote_word,
             "sglang_server_env": sglang_server_env,
             "sglang_server_dist_init": sglang_server_dist_init,
+            "sglang_server_auth_config": sglang_server_auth_config,
+            "sglang_server_redact": sglang_server_redact,
             "sglang_server_env_conflicts": sglang_server_env_conflicts,
             "sglang_server_argv_value": sglang_server_argv_value,
             "sglang_server_run_argv": sglang_server_run_argv,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import urllib.request
@@ -41,10 +42,12 @@ def main(argv=None) -> int:
     if args.dataset_path and not Path(args.dataset_path).is_file():
         raise FileNotFoundError(args.dataset_path)
     base = f"http://{args.host}:{args.port}"
+    key = os.environ.get("OPENAI_API_KEY")  # as the real script sends it
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        with urllib.request.urlopen(f"{base}/v1/models", timeout=10) as r:
+        with urllib.request.urlopen(urllib.request.Request(f"{base}/v1/models", headers=headers), timeout=10) as r:
             model = json.loads(r.read())["data"][0]["id"]
-        with urllib.request.urlopen(f"{base}/server_info", timeout=10) as r:
+        with urllib.request.urlopen(urllib.request.Request(f"{base}/server_info", headers=headers), timeout=10) as r:
             server_info = json.loads(r.read())
     except OSError as exc:
         print(f"Server at {base}/v1/models is not ready. Exiting. ({exc})")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hmac
 import json
 import os
 import signal
@@ -53,9 +54,28 @@ def fail(message: str, status: int = 1) -> "NoReturn":  # noqa: F821
 
 # ---------------------------------------------------------------------------------------------- arguments
 
+def merge_config(argv: list[str]) -> list[str]:
+    """`--config FILE` as SGLang reads it: the file's options go before the command line's (which win).
+    The stand-in reads JSON, the subset of YAML that the sglang_server role writes."""
+    if "--config" not in argv:
+        return argv
+    i = argv.index("--config")
+    if i + 1 >= len(argv):
+        fail("--config needs a file", 2)
+    path, rest = argv[i + 1], argv[:i] + argv[i + 2:]
+    try:
+        options = json.loads(open(path, encoding="utf-8").read())
+    except (OSError, ValueError) as exc:
+        fail(f"--config {path}: {exc}", 2)
+    merged = []
+    for key, value in options.items():
+        merged += [f"--{key}"] if value is True else [f"--{key}", str(value)]
+    return merged + rest
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = build_parser(load_spec())
-    args = parser.parse_args(argv)  # exits 2 with argparse's message, exactly like SGLang's parser
+    args = parser.parse_args(merge_config(argv))  # exits 2 with argparse's message, exactly like SGLang's parser
     # the few cross-checks ServerArgs makes that matter for a launch command
     if args.nnodes < 1:
         parser.error(f"--nnodes must be at least 1, got {args.nnodes}")
@@ -361,6 +381,25 @@ def metrics_text(state: State) -> str:
 
 # ---------------------------------------------------------------------------------------------- HTTP
 
+OPEN_PATHS = ("/health", "/ready", "/metrics")          # SGLang 0.5.23 (sglang/srt/utils/auth.py)
+ADMIN_OPTIONAL_PATHS = ("/update_weights_from_disk", "/release_memory_occupation", "/start_profile")
+
+
+def authorized(args: argparse.Namespace, path: str, header: str | None) -> bool:
+    """SGLang's rule: /health, /ready and /metrics are open; admin endpoints take the admin key when one is set
+    (else the API key); every other endpoint takes the API key when one is set."""
+    if path.startswith(OPEN_PATHS):
+        return True
+    if path in ADMIN_OPTIONAL_PATHS and args.admin_api_key:
+        expected = args.admin_api_key
+    elif args.api_key:
+        expected = args.api_key
+    else:
+        return True
+    scheme, _, token = (header or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token, expected)
+
+
 def make_handler(state: State):
     class Handler(BaseHTTPRequestHandler):
         server_version = f"sglang-standin/{__version__}"
@@ -382,8 +421,16 @@ def make_handler(state: State):
             self._send(status, {"object": "error", "message": message, "type": "BadRequestError"
                                 if status == 400 else "ServiceUnavailable", "code": status})
 
+        def _refused(self, path: str) -> bool:
+            if authorized(state.args, path, self.headers.get("Authorization")):
+                return False
+            self._send(401, {"error": "Unauthorized"})
+            return True
+
         def do_GET(self):  # noqa: N802
             path = self.path.split("?", 1)[0]
+            if self._refused(path):
+                return None
             ok, why = state.healthy()
             if path in ("/health", "/health_generate"):
                 return self._send(200, b"") if ok else self._error(503, why)
@@ -401,7 +448,7 @@ def make_handler(state: State):
                 return self._send(200, {"model_path": state.args.model_path, "tokenizer_path": state.args.model_path,
                                         "is_generation": True, "served_model_name": state.served_name})
             if path in ("/get_server_info", "/server_info"):
-                info = {k: v for k, v in vars(state.args).items() if _is_json(v)}
+                info = {k: v for k, v in vars(state.args).items() if _is_json(v) and "api_key" not in k}
                 info["version"] = __version__
                 info["standin"] = {"test_double": True, "argv": state.argv, "healthy": ok, "status": why,
                                    "ranks_connected": sorted(state.ranks)}
@@ -412,6 +459,10 @@ def make_handler(state: State):
             path = self.path.split("?", 1)[0]
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
+            if self._refused(path):
+                return None
+            if path in ADMIN_OPTIONAL_PATHS:
+                return self._send(200, {"success": True, "message": "TEST DOUBLE: nothing was changed"})
             if path != "/v1/chat/completions":
                 return self._error(404, f"no route {path}")
             ok, why = state.healthy()

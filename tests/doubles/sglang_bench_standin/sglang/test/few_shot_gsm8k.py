@@ -10,8 +10,9 @@ import argparse
 import json
 import re
 import sys
-import urllib.request
 from pathlib import Path
+
+from sglang.lang.backend.runtime_endpoint import RuntimeEndpoint
 
 CAPTURES = Path(__file__).resolve().parent.parent / "_captures"
 KNOBS = Path("/etc/qwen35-bench-standin.json")
@@ -34,8 +35,7 @@ def main(argv=None) -> int:
         raise RuntimeError(knobs["fail"])
     if args.data_path and not Path(args.data_path).is_file():
         raise FileNotFoundError(args.data_path)
-    with urllib.request.urlopen(f"http://{args.host}:{args.port}/get_model_info", timeout=10) as r:
-        json.loads(r.read())["model_path"]
+    RuntimeEndpoint(f"http://{args.host}:{args.port}")  # reads /get_model_info, as the real script's backend does
     text = (CAPTURES / "gsm8k.log").read_text()
     if "accuracy" in knobs:
         text = re.sub(r"^Accuracy: [0-9.]+", f"Accuracy: {knobs['accuracy']:.3f}", text, flags=re.M)

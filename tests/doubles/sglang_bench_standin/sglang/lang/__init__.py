@@ -1,0 +1,1 @@
+"""TEST DOUBLE of sglang.lang (only what few_shot_gsm8k's double needs)."""
