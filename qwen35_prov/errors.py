@@ -9,3 +9,9 @@ class UserError(Exception):
 
 class CatalogError(Exception):
     """A packaged or user-supplied catalog file breaks its schema."""
+
+
+class Interrupted(UserError):
+    """Ctrl-C in the middle of work that changes hosts: says what was left and how to go on."""
+
+    exit_status = 130

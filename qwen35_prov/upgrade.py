@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UserError
+from .errors import Interrupted, UserError
 from .rollout import _is_sandbox, _read_yaml, resolve_inventory, sandbox_extravars, state_root
 from .runner import Progress, run_playbook
 
@@ -133,9 +133,13 @@ def _upgrade_image(args, inventory: Path, name: str, started: float) -> dict[str
     for replica in replicas:
         if progress:
             progress.phase(f"replica {replica} -> {args.image}")
-        result = run_playbook("upgrade.yml", inventory, state_dir=state_root() / name, progress=progress,
-                              extravars={**extravars, "qwen35_upgrade_replica": replica}, envvars=envvars)
+        try:
+            result = run_playbook("upgrade.yml", inventory, state_dir=state_root() / name, progress=progress,
+                                  extravars={**extravars, "qwen35_upgrade_replica": replica}, envvars=envvars)
+        except KeyboardInterrupt:
+            raise Interrupted(interrupted_message(inventory, data["replicas"], replica, args.image)) from None
         reports = [r for facts in result.facts.values() for r in facts.get("upgrade", [])]
+        aftermath = next((f["upgrade_aftermath"] for f in result.facts.values() if "upgrade_aftermath" in f), None)
         step = {"replica": replica, "status": "upgraded" if result.ok else "rolled back",
                 "hosts": sorted({r["host"] for r in reports}),
                 "previous_image": next((r["previous_image"] for r in reports), None)}
@@ -145,9 +149,13 @@ def _upgrade_image(args, inventory: Path, name: str, started: float) -> dict[str
             continue
         failed = [r for r in reports if r.get("error")]
         rollback = sorted({r["rollback"] for r in reports if r.get("rollback")})
-        if not reports:  # failed before anything changed (validation, replica not running, unreachable)
-            step["status"] = "unchanged"
         step["detail"] = "; ".join(rollback) if rollback else ""
+        if aftermath and (aftermath["drained"] or reports):
+            # a node's play ended early (unreachable, or failed outside the rollback's reach): no rollback ran there
+            step["status"] = "partially changed"
+            step["detail"] = left_behind(aftermath, step["detail"])
+        elif not reports:  # failed before the drain: nothing changed (validation, replica not running)
+            step["status"] = "unchanged"
         data["replicas"].append(step)
         for later in replicas[replicas.index(replica) + 1:]:
             data["replicas"].append({"replica": later, "status": "untouched", "detail": "still the previous image"})
@@ -164,6 +172,38 @@ def _upgrade_image(args, inventory: Path, name: str, started: float) -> dict[str
         "qwen35_image": args.image, "sglang_image_digest": args.digest or None,
         "sglang_image_archive": str(Path(args.archive).resolve()) if args.archive else None}))
     return data
+
+
+def left_behind(aftermath: dict[str, Any], rollback: str) -> str:
+    """What an upgrade whose play ended early on some node left, in words: which nodes, the router, what next."""
+    replica = aftermath["replica"]
+    words = [f"{', '.join(aftermath['unfinished_hosts'])} stopped mid-upgrade (see the failure): replica {replica}'s "
+             f"nodes there may run the new image, the old one, or none; no rollback ran on them"]
+    if rollback:
+        words.append(f"the other nodes: {rollback}")
+    if aftermath["drained"] and aftermath["undrained"]:
+        words.append("the replica is back in the router (its health checks keep traffic off it until it serves)")
+    elif aftermath["drained"]:
+        words.append(f"the replica is STILL DRAINED from the router on {aftermath['router_host']} "
+                     f"({aftermath['undrain_error'] or 'undrain failed'}): once it serves, run "
+                     f"`qwen35-router-ctl undrain {aftermath['url']}` there")
+    words.append("when the nodes answer again, run the same upgrade again (it upgrades or rolls back this replica)")
+    return "; ".join(words)
+
+
+def interrupted_message(inventory: Path, done: list[dict[str, Any]], replica: int, image: str) -> str:
+    """What Ctrl-C during a replica's upgrade left, and how to go on."""
+    from .rollout import endpoints_of
+
+    finished = ", ".join(str(s["replica"]) for s in done if s["status"] == "upgraded") or "none"
+    heads = [url.removesuffix("/v1") for url in endpoints_of(inventory) if ":30080/" not in url]
+    url = heads[replica] if replica < len(heads) else f"replica {replica}'s head"
+    return (f"interrupted during the upgrade of replica {replica} to {image}. Already on {image}: replica(s) "
+            f"{finished}; replica {replica} may be drained from the router and half-upgraded (no rollback ran); "
+            f"later replicas are untouched and nothing was pinned in {inventory / OVERRIDE}. To go on: run the same "
+            f"`qwen35-prov upgrade --image {image}` again (replicas already on it restart once more), or check "
+            f"`qwen35-prov status`; the router lists drained replicas with `qwen35-router-ctl status` on its host, "
+            f"and `qwen35-router-ctl undrain {url}` puts this one back")
 
 
 def _upgrade_driver(args, inventory: Path, name: str, started: float) -> dict[str, Any]:

@@ -10,6 +10,7 @@ One rollout shared by every test of the module, in order: a good upgrade, valida
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,34 @@ def test_a_broken_image_is_rolled_back_and_the_upgrade_stops(deployed):
     # the failed image is not pinned
     pinned = yaml.safe_load((inventory / "group_vars/qwen35_nodes/zz-upgrade.yml").read_text())
     assert pinned["qwen35_image"] == before[0][0]
+
+
+def test_a_node_lost_mid_upgrade_is_reported_partially_changed_naming_the_drained_replica(deployed):
+    """The node (which also runs the router) vanishes right after replica 0 was drained: no rollback can run
+    there, and the undrain cannot reach the router. `upgrade` must not call that "unchanged". Last test of the
+    module: the node stays down (the session's fixture removes the sandbox)."""
+    env, inventory, _ = deployed
+    broken = variant("broken")   # never healthy: the upgrade is still busy with replica 0 when the node goes
+    proc = subprocess.Popen([*CLI, "upgrade", "--cluster", CLUSTER, "--image", broken["ref"], "--digest", broken["id"],
+                             "--archive", broken["tarball"], "--ready-timeout", "120", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 300
+        while ":30000" not in podman(["exec", NODE, "cat", "/var/lib/qwen35-prov/router-drained.json"],
+                                     check=False).stdout:
+            assert proc.poll() is None and time.monotonic() < deadline, "replica 0 was never drained"
+            time.sleep(0.5)
+        podman(["stop", "--time", "0", NODE])          # power lost mid-upgrade
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    data = json.loads(out)
+    assert proc.returncode == 1 and data["status"] == "failed", err[-2000:]
+    step = data["replicas"][0]
+    assert step["status"] == "partially changed", data
+    assert NODE in step["detail"] and "no rollback ran" in step["detail"]
+    assert "STILL DRAINED" in step["detail"] and "qwen35-router-ctl undrain http://" in step["detail"]
+    assert data["replicas"][1] == {"replica": 1, "status": "untouched", "detail": "still the previous image"}
+    pinned = yaml.safe_load((inventory / "group_vars/qwen35_nodes/zz-upgrade.yml").read_text())
+    assert pinned["qwen35_image"] != broken["ref"]
