@@ -181,17 +181,18 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-def _run_read(args: argparse.Namespace, playbook: str) -> tuple[RunResult, Path, float]:
+def _run_read(args: argparse.Namespace, playbook: str,
+              options: dict[str, Any] | None = None) -> tuple[RunResult, Path, float]:
     inventory, name = resolve_inventory(args)
     started = time.monotonic()
     progress = None if args.json else Progress()
-    extravars, envvars = {}, {}
+    extravars, envvars = dict(options or {}), {}
     if _is_sandbox(name):
         plan_vars = _read_yaml(inventory / "group_vars" / "qwen35_nodes" / "plan.yml")["qwen35_plan"]
         services = sandbox_extravars(name, plan_vars["model_repo"])
         from .upgrade import apply_overrides
 
-        extravars, envvars = apply_overrides(dict(services.extravars), inventory), services.env
+        extravars, envvars = {**apply_overrides(dict(services.extravars), inventory), **extravars}, services.env
     result = run_playbook(playbook, inventory, state_dir=state_root() / name, extravars=extravars,
                           envvars=envvars, progress=progress)
     return result, inventory, started
@@ -238,7 +239,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from .cli import print_json
 
-    result, inventory, started = _run_read(args, "verify.yml")
+    result, inventory, started = _run_read(args, "verify.yml", {"qwen35_validate_deep": bool(args.deep)})
     rows = _report_rows(result, "checks")
     result.failures = [f for f in result.failures if f.task != "Every check passed"]  # the rows say it
     passed = result.ok and rows and all(r["ok"] for r in rows)
@@ -306,6 +307,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         target.add_argument("--inventory", help="an inventory folder written by `qwen35-prov inventory`")
         if name == "down":
             p.add_argument("--purge-weights", action="store_true", help="also delete the model weights")
+        if name == "validate":
+            p.add_argument("--deep", action="store_true",
+                           help="hash every byte of the weights (default: sizes and stat against the completion "
+                                "marker, and the content of any file changed since it was verified)")
         if name == "preflight":
             p.add_argument("--nccl", action="store_true", help="all-reduce bus bandwidth across each replica")
         p.add_argument("--json", action="store_true", help="print JSON")
