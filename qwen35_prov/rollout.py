@@ -9,6 +9,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,30 @@ def _print_summary(kind: str, result: RunResult, endpoints: list[str], started: 
         print(f"  endpoint: {url}", file=out)
 
 
+def _lock_revision(args: argparse.Namespace, options, fleet: Path, inventory: Path, weights_dir_given: bool,
+                   hub_env: dict[str, str]):
+    """The commit this `up` deploys (qwen35_prov/revision.py), for the repository the plan serves."""
+    from .catalog import load_catalog
+    from .fleet import load_fleet
+    from .inventory import plan_for_fleet
+    from .revision import choose_revision
+
+    catalog = load_catalog()
+    the_plan = plan_for_fleet(args.cluster, load_fleet(fleet, catalog), options, args.gpus_per_node,
+                              weights_dir_given, catalog)[1]
+    saved = {k: os.environ.get(k) for k in hub_env}
+    os.environ.update(hub_env)
+    try:
+        return choose_revision(the_plan.repo, given=args.revision, update=args.update_revision,
+                               catalog_pin=the_plan.model.revision, inventory=inventory)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from .cli import plan_options_from
     from .inventory import write_inventory
@@ -133,22 +158,19 @@ def cmd_up(args: argparse.Namespace) -> int:
         name = Path(fleet).parent.name
     else:
         fleet, name = Path(args.fleet), args.cluster
-        from .catalog import load_catalog
-
-        if not (args.revision or load_catalog().model(args.model).revision):
-            raise UserError(f"the catalog pins no hub commit for {args.model}: pass --revision <40-hex commit> "
-                            f"(the weights role refuses a branch name such as main; see docs/weights.md)")
+    hub_env: dict[str, str] = {}
     if args.sandbox:
-        from dataclasses import replace
-
         from .planner import plan
 
         say = lambda m: progress.console.print(f"    {m}")  # noqa: E731
         services = sandbox_extravars(name, plan(args.cluster, options, gpus_per_node=args.gpus_per_node).repo, say)
         extravars.update(services.extravars)
         envvars.update(services.env)
-        if not args.revision:
-            options = replace(options, revision=services.revision)  # the stand-in hub's commit, pinned
+        # the controller asks the stand-in hub (TEST DOUBLE) for the commit, as it asks the real one elsewhere
+        hub_env = {"HF_ENDPOINT": services.extravars["model_weights_hf_endpoint"], **services.env}
+    revision = _lock_revision(args, options, fleet, _inventory_dir(name), weights_dir_given, hub_env)
+    options = replace(options, revision=revision.commit)
+    progress.console.print(f"    revision: {revision.commit} ({revision.describe()})")
     with contextlib.ExitStack() as scratch:
         target = _inventory_dir(name)
         if args.check:
@@ -171,7 +193,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         result = run_playbook("up.yml", inventory, state_dir=state_root() / name, extravars=extravars,
                               envvars=envvars, check=args.check, tags=args.tags, progress=progress)
         endpoints = endpoints_of(inventory)
-    extra = {"inventory": str(inventory), "check": bool(args.check)}
+    extra = {"inventory": str(inventory), "check": bool(args.check),
+             "revision": {"commit": revision.commit, "source": revision.source}}
     if args.sandbox:
         extra["note"] = ("sandbox: the endpoint is served by the TEST DOUBLE of the inference engine "
                          "(tests/doubles/sglang_standin), not SGLang; no GPU exists here")
@@ -290,6 +313,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="local systemd containers (created if missing); GPUs and the engine are test doubles")
     add_plan_options(p)
     p.set_defaults(weights_dir=None)
+    p.add_argument("--update-revision", action="store_true",
+                   help="resolve the model's branch head through the hub again and lock the new commit (without it: "
+                        "--revision, else the commit locked by an earlier up, else the catalog's pin, else resolved)")
     p.add_argument("--check", action="store_true", help="dry run: Ansible check mode with diff, changes nothing")
     p.add_argument("--tags", help="run only these phases (Ansible tags, comma separated)")
     p.add_argument("--verbose", action="store_true", help="print every task as it starts")
