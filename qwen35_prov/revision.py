@@ -37,16 +37,17 @@ def locked_commit(inventory: Path, repo: str) -> str | None:
     return commit if data.get("qwen35_model_repo") == repo and COMMIT.match(commit) else None
 
 
-def resolve_commit(repo: str, branch: str = "main") -> str:
-    """REPO's BRANCH as a commit, asked of the hub (HF_ENDPOINT, HF_TOKEN from the environment)."""
-    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+def resolve_commit(repo: str, branch: str = "main", hub: dict[str, str] | None = None) -> str:
+    """REPO's BRANCH as a commit, asked of the hub: HUB's HF_ENDPOINT and HF_TOKEN, else the environment's."""
+    hub = {**os.environ, **(hub or {})}
+    endpoint = hub.get("HF_ENDPOINT") or "https://huggingface.co"
     try:
         from huggingface_hub import HfApi
     except ImportError:
         raise UserError("resolving the model's revision needs the huggingface_hub package (pip install "
                         "huggingface_hub), or pass --revision <40-hex commit>") from None
     try:
-        info = HfApi(endpoint=endpoint).model_info(repo, revision=branch, token=os.environ.get("HF_TOKEN") or None)
+        info = HfApi(endpoint=endpoint).model_info(repo, revision=branch, token=hub.get("HF_TOKEN") or None)
     except Exception as exc:  # noqa: BLE001 - offline, unknown repo, refused token: all end in the same advice
         raise UserError(f"cannot resolve {repo}@{branch} to a commit through the hub at {endpoint} "
                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'no detail'}): "
@@ -58,7 +59,7 @@ def resolve_commit(repo: str, branch: str = "main") -> str:
 
 
 def choose_revision(repo: str, *, given: str | None, update: bool, catalog_pin: str | None,
-                    inventory: Path) -> Revision:
+                    inventory: Path, hub: dict[str, str] | None = None) -> Revision:
     if given:
         return Revision(given, "given")
     if not update:
@@ -67,4 +68,4 @@ def choose_revision(repo: str, *, given: str | None, update: bool, catalog_pin: 
             return Revision(locked, "locked")
         if catalog_pin:
             return Revision(catalog_pin, "catalog")
-    return Revision(resolve_commit(repo), "resolved")
+    return Revision(resolve_commit(repo, hub=hub), "resolved")

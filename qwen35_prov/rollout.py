@@ -119,17 +119,8 @@ def _lock_revision(args: argparse.Namespace, options, fleet: Path, inventory: Pa
     catalog = load_catalog()
     the_plan = plan_for_fleet(args.cluster, load_fleet(fleet, catalog), options, args.gpus_per_node,
                               weights_dir_given, catalog)[1]
-    saved = {k: os.environ.get(k) for k in hub_env}
-    os.environ.update(hub_env)
-    try:
-        return choose_revision(the_plan.repo, given=args.revision, update=args.update_revision,
-                               catalog_pin=the_plan.model.revision, inventory=inventory)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    return choose_revision(the_plan.repo, given=args.revision, update=args.update_revision,
+                           catalog_pin=the_plan.model.revision, inventory=inventory, hub=hub_env)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -237,7 +228,6 @@ def _report_rows(result: RunResult, key: str) -> list[dict[str, Any]]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from .cli import print_json
-
     from .keys import api_key_file, keyed
 
     result, inventory, started = _run_read(args, "status.yml")

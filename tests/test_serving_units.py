@@ -256,3 +256,11 @@ def test_only_the_worker_waits_for_its_head_and_both_get_a_group_watch(rendered)
     target = (rendered["gpu-02"][1] / "units" / "qwen35-replica-r0.target").read_text()
     assert "Wants=qwen35-sglang-r0.service qwen35-sglang-r0-watch.service" in target
     assert "WantedBy=multi-user.target" in target
+
+
+def test_the_readiness_report_redacts_the_keys_sglang_logs_at_start():
+    """SGLang 0.5.23 logs `server_args={... 'api_key': ...}` once at start; a readiness failure quotes the journal."""
+    journal = "[2026-12-06] server_args={'api_key': 'k1k1k1k1', 'admin_api_key': 'a2a2a2a2', 'port': 30000}"
+    redacted = F.sglang_server_redact(journal, ["k1k1k1k1", "a2a2a2a2", ""])
+    assert "k1k1k1k1" not in redacted and "a2a2a2a2" not in redacted and "'port': 30000" in redacted
+    assert F.sglang_server_redact(journal, []) == journal
