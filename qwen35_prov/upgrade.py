@@ -137,7 +137,7 @@ def _upgrade_image(args, inventory: Path, name: str, started: float) -> dict[str
             result = run_playbook("upgrade.yml", inventory, state_dir=state_root() / name, progress=progress,
                                   extravars={**extravars, "qwen35_upgrade_replica": replica}, envvars=envvars)
         except KeyboardInterrupt:
-            raise Interrupted(interrupted_message(inventory, data["replicas"], replica, args.image)) from None
+            raise Interrupted(interrupted_message(inventory, data["replicas"], replicas, replica, args.image)) from None
         reports = [r for facts in result.facts.values() for r in facts.get("upgrade", [])]
         aftermath = next((f["upgrade_aftermath"] for f in result.facts.values() if "upgrade_aftermath" in f), None)
         step = {"replica": replica, "status": "upgraded" if result.ok else "rolled back",
@@ -191,13 +191,14 @@ def left_behind(aftermath: dict[str, Any], rollback: str) -> str:
     return "; ".join(words)
 
 
-def interrupted_message(inventory: Path, done: list[dict[str, Any]], replica: int, image: str) -> str:
+def interrupted_message(inventory: Path, done: list[dict[str, Any]], replicas: list[int], replica: int,
+                        image: str) -> str:
     """What Ctrl-C during a replica's upgrade left, and how to go on."""
     from .rollout import endpoints_of
 
     finished = ", ".join(str(s["replica"]) for s in done if s["status"] == "upgraded") or "none"
-    heads = [url.removesuffix("/v1") for url in endpoints_of(inventory) if ":30080/" not in url]
-    url = heads[replica] if replica < len(heads) else f"replica {replica}'s head"
+    heads = endpoints_of(inventory)[-len(replicas):]   # the router's endpoint, when there is one, comes first
+    url = heads[replicas.index(replica)].removesuffix("/v1")
     return (f"interrupted during the upgrade of replica {replica} to {image}. Already on {image}: replica(s) "
             f"{finished}; replica {replica} may be drained from the router and half-upgraded (no rollback ran); "
             f"later replicas are untouched and nothing was pinned in {inventory / OVERRIDE}. To go on: run the same "
