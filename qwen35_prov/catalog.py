@@ -15,8 +15,10 @@ PRECISIONS = ("bf16", "fp8", "fp4")
 VENDORS = ("nvidia", "amd")
 RULE_FACTS = (
     "vendor", "gpu", "precision", "model", "moe", "mtp", "mamba_v2", "tp_gt_1", "has_ep", "has_mem",
-    "multinode", "reasoning_parser", "tool_call_parser",
+    "multinode", "reasoning_parser", "tool_call_parser", "kv_offload",
 )
+#: Choices the generator offers only for some cells (recipes.yaml `offered`), tested on these facts
+OFFERED_FACTS = ("model", "precision", "gpu")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class Gpu:
     fp4: bool
     image_family: str
     mm_attention_backend: str | None
+    gpus_per_node: int = 8
+    nvlink_domain: bool = False
 
     @property
     def memory_bytes(self) -> int:
@@ -88,6 +92,7 @@ class RecipeBook:
     dist_init_port: int
     matrix: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]]
     rules: tuple[Rule, ...]
+    offered: Mapping[str, tuple[Mapping[str, Any], ...]] = field(default_factory=dict)
 
     def cell(self, model: str, precision: str, gpu: str, mtp: bool) -> Cell | None:
         raw = self.matrix.get(model, {}).get(precision, {}).get(gpu)
@@ -162,6 +167,8 @@ def parse_gpus(doc: Mapping[str, Any]) -> dict[str, Gpu]:
             fp4=_require(where, raw, "fp4", bool),
             image_family=_require(where, raw, "image_family", str),
             mm_attention_backend=_optional(where, raw, "mm_attention_backend", str),
+            gpus_per_node=_optional(where, raw, "gpus_per_node", int) or 8,
+            nvlink_domain=_optional(where, raw, "nvlink_domain", bool) or False,
         )
     return gpus
 
@@ -237,6 +244,16 @@ def parse_recipes(doc: Mapping[str, Any], gpus: Mapping[str, Gpu], models: Mappi
                     mem = part.get("mem")
                     if mem is not None and not 0 < mem < 1:
                         raise CatalogError(f"{part_where}.mem: expected a fraction in (0, 1), got {mem!r}")
+    offered = {}
+    for choice, conditions in (doc.get("offered") or {}).items():
+        where = f"offered.{choice}"
+        if not isinstance(conditions, list) or not conditions:
+            raise CatalogError(f"{where}: expected a list of conditions")
+        parsed = tuple(_parse_condition(where, c) for c in conditions)
+        for c in parsed:
+            if set(c) - set(OFFERED_FACTS):
+                raise CatalogError(f"{where}: conditions test only {', '.join(OFFERED_FACTS)}, got {sorted(c)}")
+        offered[str(choice)] = parsed
     images = _require("recipes.yaml", doc, "images", dict)
     for gpu in gpus.values():
         if gpu.image_family not in images:
@@ -249,6 +266,7 @@ def parse_recipes(doc: Mapping[str, Any], gpus: Mapping[str, Gpu], models: Mappi
         dist_init_port=_require("recipes.yaml", doc["multinode"], "dist_init_port", int),
         matrix=matrix,
         rules=tuple(rules),
+        offered=offered,
     )
 
 

@@ -63,7 +63,12 @@ def add_plan_options(p: argparse.ArgumentParser) -> None:
                    help="where weights live on every node (default /var/lib/qwen35-prov/models)")
     g.add_argument("--cuda-ipc-transport", action="store_true",
                    help="set SGLANG_USE_CUDA_IPC_TRANSPORT=1 (faster multimodal TTFT, more memory; NVIDIA)")
-    g.add_argument("--gpus-per-node", type=_positive_int, help="GPUs per node (default min(8, count))")
+    g.add_argument("--kv-offload", nargs="?", const="hicache", default="disabled", choices=("disabled", "hicache"),
+                   help="offload KV cache to host memory (HiCache) where the recipe offers it (397b FP4 on MI355X); "
+                        "--kv-offload alone means hicache (default disabled)")
+    g.add_argument("--gpus-per-node", type=_positive_int,
+                   help="GPUs per node (default: the GPU kind's host size, 8, or 4 for GB200/GB300 compute trays; "
+                        "at most the count)")
     g.add_argument("--api-key", action=argparse.BooleanOptionalAction, default=True,
                    help="serve the API with the deployment's key (default; kept 0600 beside the inventory, "
                         "never in a command line). --no-api-key: anyone who reaches a port may use the API")
@@ -77,7 +82,7 @@ def plan_options_from(args: argparse.Namespace):
         tool_call_parser=args.tool_call_parser, mamba_cache=args.mamba_cache, context_length=args.context_length,
         loader_threads=args.loader_threads, port=args.port, dist_init_port=args.dist_init_port,
         revision=args.revision, weights_dir=args.weights_dir, cuda_ipc_transport=args.cuda_ipc_transport,
-        api_key=args.api_key,
+        api_key=args.api_key, kv_offload=args.kv_offload,
     )
 
 

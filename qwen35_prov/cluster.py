@@ -50,12 +50,13 @@ def parse_cluster(spec: str, catalog: Catalog, gpus_per_node: int | None = None)
     count = int(count_text)
     if count < 1:
         raise UserError(f"cluster {spec!r}: the GPU count must be at least 1")
+    gpu = catalog.gpus[gpu_id]
     if gpus_per_node is None:
-        gpus_per_node = min(MAX_GPUS_PER_NODE, count)
+        gpus_per_node = min(gpu.gpus_per_node, count)
     if not 1 <= gpus_per_node <= MAX_GPUS_PER_NODE:
         raise UserError(f"--gpus-per-node {gpus_per_node}: allowed 1 to {MAX_GPUS_PER_NODE}")
     if count % gpus_per_node:
         raise UserError(
             f"cluster {spec!r}: {count} GPUs is not a multiple of {gpus_per_node} GPUs per node; "
             f"use a count that is, or set --gpus-per-node")
-    return ClusterSpec(gpu=catalog.gpus[gpu_id], gpu_count=count, gpus_per_node=gpus_per_node)
+    return ClusterSpec(gpu=gpu, gpu_count=count, gpus_per_node=gpus_per_node)

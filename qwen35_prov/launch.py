@@ -43,6 +43,7 @@ def launch_for_node(*, recipes: RecipeBook, gpu: Gpu, model: Model, precision: s
         "mtp": options.mtp, "mamba_v2": mamba_v2, "tp_gt_1": tp > 1, "has_ep": ep is not None,
         "has_mem": mem is not None, "multinode": nnodes > 1,
         "reasoning_parser": options.reasoning_parser, "tool_call_parser": options.tool_call_parser,
+        "kv_offload": options.kv_offload,
     }
     values = {"tp": tp, "ep": ep, "mem": mem, "nnodes": nnodes, "node_rank": node_rank,
               "dist_init_addr": dist_init_addr}

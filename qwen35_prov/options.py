@@ -13,6 +13,7 @@ DEFAULT_CONTEXT_LENGTH = 262_144
 MIN_CONTEXT_LENGTH = 131_072  # the cookbook: keep at least 128K so thinking has room
 MAX_CONTEXT_LENGTH = 262_144  # native context; longer needs rope scaling this toolkit does not configure
 MAMBA_CACHE_CHOICES = ("v1", "v2")
+KV_OFFLOAD_CHOICES = ("disabled", "hicache")
 #: A hub revision the tool deploys: a full commit (a branch moves; the weights folder is named after it)
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _PATH = re.compile(r"^/[A-Za-z0-9_./+@-]*$")
@@ -59,6 +60,7 @@ class PlanOptions:
     weights_dir: str = "/var/lib/qwen35-prov/models"
     revision: str | None = None
     api_key: bool = True  # the HTTP API needs the deployment's key (the keys live on the controller, not here)
+    kv_offload: str = "disabled"
 
     def __post_init__(self) -> None:
         if not MIN_CONTEXT_LENGTH <= self.context_length <= MAX_CONTEXT_LENGTH:
@@ -67,6 +69,8 @@ class PlanOptions:
                 f"(below 128K thinking has no room; above {MAX_CONTEXT_LENGTH} needs rope scaling)")
         if self.mamba_cache is not None and self.mamba_cache not in MAMBA_CACHE_CHOICES:
             raise UserError(f"--mamba-cache {self.mamba_cache!r}: allowed {', '.join(MAMBA_CACHE_CHOICES)}")
+        if self.kv_offload not in KV_OFFLOAD_CHOICES:
+            raise UserError(f"--kv-offload {self.kv_offload!r}: allowed {', '.join(KV_OFFLOAD_CHOICES)}")
         if self.loader_threads < 1:
             raise UserError(f"--loader-threads {self.loader_threads}: must be at least 1")
         for name, port in (("--port", self.port), ("--dist-init-port", self.dist_init_port)):

@@ -12,6 +12,7 @@ from .errors import UserError
 from .launch import NodeLaunch, launch_for_node
 from .memory import MemoryFit, memory_fit
 from .options import PlanOptions
+from .rules import condition_matches
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,17 @@ def _mamba_v2(options: PlanOptions, gpu: Gpu, model: Model) -> bool:
     return choice == "v2"
 
 
+def _check_offered(recipes, options: PlanOptions, model: Model, precision: str, gpu: Gpu) -> None:
+    if options.kv_offload == "disabled":
+        return
+    cells = recipes.offered.get("kv_offload", ())
+    if any(condition_matches(c, {"model": model.id, "precision": precision, "gpu": gpu.id}) for c in cells):
+        return
+    where = "; ".join(f"{c['model']} {str(c['precision']).upper()} on {c['gpu']}" for c in cells) or "nowhere"
+    raise UserError(f"--kv-offload {options.kv_offload}: the recipes offer KV cache offloading only for {where}; "
+                    f"{model.id} {precision.upper()} on {gpu.id} keeps it off")
+
+
 def _choose_tp(cluster: ClusterSpec, model: Model, precision: str, cell: Cell, weights_gb: float,
                assumed_fraction: float) -> tuple[int, str, list[str]]:
     notes: list[str] = []
@@ -101,7 +113,7 @@ def _choose_tp(cluster: ClusterSpec, model: Model, precision: str, cell: Cell, w
             f"the recipe uses TP {cell.tp}, more GPUs than {cluster.name} has; using TP {cell.min_tp}, the "
             f"smallest TP whose GPUs hold the weights (the cookbook's hardware table)")
         return cell.min_tp, "seed-minimum", notes
-    per_node = min(8, cell.min_tp)
+    per_node = min(gpu.gpus_per_node, cell.min_tp)
     smallest = math.ceil(cell.min_tp / per_node) * per_node
     at_cluster = memory_fit(gpu, weights_gb, cluster.gpu_count, cell.mem, assumed_fraction)
     raise UserError(
@@ -155,6 +167,7 @@ def plan(cluster_spec: str | ClusterSpec, options: PlanOptions | None = None, *,
         raise UserError(
             f"no recipe for {model.id} {precision.upper()} on {gpu.id}; supported GPUs: {', '.join(supported)}")
     mamba_v2 = _mamba_v2(options, gpu, model)
+    _check_offered(recipes, options, model, precision, gpu)
     tp, tp_source, notes = _choose_tp(cluster, model, precision, cell, checkpoint.weight_gb,
                                       recipes.assumed_mem_fraction_static)
     ep = cell.ep if cell.ep and cell.ep <= tp and tp % cell.ep == 0 else None

@@ -24,7 +24,7 @@ def test_h200_flagship_command_in_generator_order():
     argv = argv_of("h200x8")
     assert argv[:3] == ["python3", "-m", "sglang.launch_server"]
     order = ["--model-path", "--served-model-name", "--tp-size", "--reasoning-parser", "--tool-call-parser",
-             "--speculative-algorithm", "--mamba-radix-cache-strategy", "--enable-flashinfer-allreduce-fusion",
+             "--speculative-algorithm", "--mamba-radix-cache-strategy", "--flashinfer-allreduce-fusion-backend",
              "--mem-fraction-static", "--context-length", "--model-loader-extra-config", "--mm-attention-backend",
              "--watchdog-timeout", "--enable-metrics", "--host", "--port"]
     positions = [argv.index(f) for f in order]
@@ -40,6 +40,7 @@ def test_h200_flagship_command_in_generator_order():
     assert value(argv, "--context-length") == "262144"
     assert json.loads(value(argv, "--model-loader-extra-config")) == {"enable_multithread_load": "true", "num_threads": 64}
     assert value(argv, "--host") == "0.0.0.0" and value(argv, "--port") == "30000"
+    assert value(argv, "--flashinfer-allreduce-fusion-backend") == "auto"
     assert "--tp" not in argv and "--attention-backend" not in argv
 
 
@@ -59,7 +60,7 @@ def test_amd_environment_attention_and_no_mamba_v2():
     assert "--enable-aiter-allreduce-fusion" in argv
     assert "--mamba-radix-cache-strategy" not in argv
     assert "--mm-attention-backend" not in argv
-    assert "--enable-flashinfer-allreduce-fusion" not in argv
+    assert "--flashinfer-allreduce-fusion-backend" not in argv
 
 
 def test_amd_dense_model_has_no_moe_ssm_env_and_no_allreduce_fusion_at_tp1():
@@ -71,8 +72,8 @@ def test_amd_dense_model_has_no_moe_ssm_env_and_no_allreduce_fusion_at_tp1():
 def test_mi355x_fp4():
     argv = argv_of("mi355xx2", precision="fp4")
     env = env_of("mi355xx2", precision="fp4")
-    assert env["ROCM_QUICK_REDUCE_QUANTIZATION"] == "INT8"
-    assert value(argv, "--served-model-name") == "amd/Qwen3.5-397B-A17B-MXFP4"
+    assert env["ROCM_QUICK_REDUCE_QUANTIZATION"] == "INT4"
+    assert value(argv, "--served-model-name") == "amd/Qwen3.5-397B-A17B-MXFP4-AttnFP8-V2"
     assert "--enable-aiter-allreduce-fusion" not in argv
     assert "--disable-radix-cache" in argv and value(argv, "--kv-cache-dtype") == "fp8_e4m3"
     assert value(argv, "--max-running-requests") == "128"
@@ -130,7 +131,7 @@ def test_fp4_blackwell_flags():
                            ("--mem-fraction-static", "0.85")]:
         assert value(b200, flag) == expected
     assert "--disable-radix-cache" in b200
-    assert "--enable-flashinfer-allreduce-fusion" not in b200
+    assert "--flashinfer-allreduce-fusion-backend" not in b200
 
 
 def test_mamba_cache_choice_rules():

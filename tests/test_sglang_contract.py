@@ -7,6 +7,7 @@ Set QWEN35_REQUIRE_CONTRACT=1 (the test command does) to fail instead of skippin
 import argparse
 import itertools
 import json
+import logging
 import os
 
 import pytest
@@ -18,6 +19,7 @@ from qwen35_prov.planner import plan
 
 try:
     import sglang
+    from sglang.srt.arg_groups.serving_hook import handle_deprecated_args
     from sglang.srt.server_args import ServerArgs
 except ImportError as exc:  # pragma: no cover - depends on the environment
     if os.environ.get("QWEN35_REQUIRE_CONTRACT") == "1":
@@ -35,6 +37,28 @@ def parser():
     return p
 
 
+class _Warnings(logging.Handler):
+    """What SGLang logs at WARNING or above while it parses and resolves a command's deprecated arguments."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def sglang_warnings():
+    handler = _Warnings()
+    logger = logging.getLogger("sglang")
+    logger.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+
+
 def every_plan():
     catalog = load_catalog()
     for model, precision, gpu, mtp in itertools.product(catalog.models, ("bf16", "fp8", "fp4"), catalog.gpus,
@@ -46,14 +70,19 @@ def every_plan():
             yield f"{gpu}x{count}", PlanOptions(model=model, precision=precision, mtp=mtp)
         if not mtp and catalog.models[model].moe and catalog.gpus[gpu].vendor == "nvidia":
             yield f"{gpu}x{max(cell.tp, 8)}", PlanOptions(model=model, precision=precision, mtp=False, mamba_cache="v2")
+        offered = catalog.recipes.offered.get("kv_offload", ())
+        if any(c == {"model": model, "precision": precision, "gpu": gpu} for c in offered):
+            yield f"{gpu}x{max(cell.tp, 8)}", PlanOptions(model=model, precision=precision, mtp=mtp,
+                                                          kv_offload="hicache")
 
 
 def test_the_pinned_version_is_installed():
     assert sglang.__version__ == SGLANG_VERSION
 
 
-def test_every_rendered_command_parses(parser):
+def test_every_rendered_command_parses(parser, sglang_warnings):
     checked = 0
+    kinds = set()
     for cluster, options in every_plan():
         try:
             p = plan(cluster, options)
@@ -66,6 +95,10 @@ def test_every_rendered_command_parses(parser):
                 args = parser.parse_args(argv[3:])
             except (argparse.ArgumentError, SystemExit) as exc:
                 pytest.fail(f"{cluster} {options}: SGLang rejects {argv}: {exc}")
+            # SGLang's start-up pass over deprecated arguments (it warns, then rewrites them)
+            handle_deprecated_args(ServerArgs.from_cli_args(args))
+            assert not sglang_warnings, f"{cluster} {options}: SGLang warns about {argv}: {sglang_warnings}"
+            kinds.add(p.cluster.gpu.id)
             assert args.tp_size == p.tp
             assert args.model_path == p.model_path
             assert args.served_model_name == p.repo
@@ -78,6 +111,16 @@ def test_every_rendered_command_parses(parser):
             checked += 1
     # 8 models, every precision and GPU the matrix lists, MTP on and off, two cluster sizes, every node
     assert checked > 300, checked
+    assert kinds == set(load_catalog().gpus), kinds
+
+
+def test_the_warning_check_sees_sglang_deprecations(parser, sglang_warnings):
+    """The check above would see the cookbook's old allreduce spelling: SGLang 0.5.23 warns about it."""
+    args = parser.parse_args(["--model-path", "/m", "--enable-flashinfer-allreduce-fusion"])
+    resolved = ServerArgs.from_cli_args(args)
+    handle_deprecated_args(resolved)
+    assert any("--enable-flashinfer-allreduce-fusion is deprecated" in m for m in sglang_warnings)
+    assert dict(resolved._resolved_overrides[0][1]) == {"flashinfer_allreduce_fusion_backend": "auto"}
 
 
 @pytest.mark.parametrize("bad", [["--tp", "2"], ["--mamba-scheduler-strategy", "extra_buffer"],
