@@ -48,16 +48,13 @@ class Plan:
     nodes: tuple[NodeLaunch, ...]
     node_names: tuple[str, ...]
     idle_gpus: int
+    mamba_v2: bool = False
     notes: tuple[str, ...] = field(default=())
     warnings: tuple[str, ...] = field(default=())
 
     @property
     def nodes_per_replica(self) -> int:
         return len(self.replicas[0].node_indexes)
-
-    @property
-    def mamba_v2(self) -> bool:
-        return any("--mamba-radix-cache-strategy" in n.argv for n in self.nodes)
 
 
 def _checkpoint(model: Model, precision: str, gpu: Gpu):
@@ -206,6 +203,6 @@ def plan(cluster_spec: str | ClusterSpec, options: PlanOptions | None = None, *,
         cluster=cluster, model=model, precision=precision, options=options, repo=repo, revision=revision,
         model_path=model_path, image=recipes.images[gpu.image_family], sglang_version=recipes.sglang_version,
         tp=tp, ep=ep, mem_fraction=cell.mem, tp_source=tp_source, recipe_tp=cell.tp, memory=fit,
-        replicas=tuple(replicas), nodes=nodes, node_names=names, idle_gpus=idle,
+        replicas=tuple(replicas), nodes=nodes, node_names=names, idle_gpus=idle, mamba_v2=mamba_v2,
         notes=tuple(notes), warnings=tuple(warnings),
     )
