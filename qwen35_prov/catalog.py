@@ -93,6 +93,7 @@ class RecipeBook:
     matrix: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]]
     rules: tuple[Rule, ...]
     offered: Mapping[str, tuple[Mapping[str, Any], ...]] = field(default_factory=dict)
+    parsers: Mapping[str, str] = field(default_factory=dict)
 
     def cell(self, model: str, precision: str, gpu: str, mtp: bool) -> Cell | None:
         raw = self.matrix.get(model, {}).get(precision, {}).get(gpu)
@@ -254,6 +255,7 @@ def parse_recipes(doc: Mapping[str, Any], gpus: Mapping[str, Gpu], models: Mappi
             if set(c) - set(OFFERED_FACTS):
                 raise CatalogError(f"{where}: conditions test only {', '.join(OFFERED_FACTS)}, got {sorted(c)}")
         offered[str(choice)] = parsed
+    parsers = _require("recipes.yaml", doc, "parsers", dict)
     images = _require("recipes.yaml", doc, "images", dict)
     for gpu in gpus.values():
         if gpu.image_family not in images:
@@ -267,6 +269,7 @@ def parse_recipes(doc: Mapping[str, Any], gpus: Mapping[str, Gpu], models: Mappi
         matrix=matrix,
         rules=tuple(rules),
         offered=offered,
+        parsers={k: _require("parsers", parsers, k, str) for k in ("reasoning", "tool_call")},
     )
 
 

@@ -43,7 +43,7 @@ NODE_GROUP, HEAD_GROUP, WORKER_GROUP = "qwen35_nodes", "qwen35_heads", "qwen35_w
 VENDOR_GROUPS = {"nvidia": "qwen35_nvidia", "amd": "qwen35_amd"}
 REPLICA_GROUP = "qwen35_replica_{}"
 GROUP_VARS_FILES = ("plan", "drivers", "container_runtime", "weights", "server")
-INVENTORY_SCHEMA_VERSION = 1
+INVENTORY_SCHEMA_VERSION = 2  # 2: the launch contract's fields (docs/architecture.md)
 CONTAINER_ENGINE = "docker"
 _SAFE = re.compile(r"^[A-Za-z0-9_./~+-]+$")
 
@@ -151,15 +151,10 @@ def build_inventory(selection: Selection, the_plan: Plan, command: str,
     launches: dict[str, list] = {n: [] for n in names}
     for node in the_plan.nodes:
         host = by_name[node.node_name]
-        launches[node.node_name].append({
-            "replica": node.replica,
-            "node_rank": node.node_rank,
-            "is_head": node.is_head,
-            "port": node.port,
-            "gpu_ids": FlowList(node.gpu_ids),
-            "argv": list(node.argv),
-            "env": dict(sorted({**node.env, **_network_env(host)}.items())),
-        })
+        launch = node.contract()
+        launch["gpu_ids"] = FlowList(launch["gpu_ids"])
+        launch["env"] = dict(sorted({**node.env, **_network_env(host)}.items()))
+        launches[node.node_name].append(launch)
     heads = [n for n in names if any(l["is_head"] for l in launches[n])]
     workers = [n for n in names if n not in heads]
     layout = (f"{the_plan.model.name} {the_plan.precision.upper()} on {selection.name} "

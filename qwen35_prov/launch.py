@@ -1,4 +1,5 @@
-"""One node's launch command: the recipe's flags in the generator's order plus the deployment flags."""
+"""One node's launch: the recipe's flags in the generator's order plus the deployment flags, and the facts every
+consumer reads as fields (the launch contract, docs/architecture.md) instead of parsing the command."""
 
 from __future__ import annotations
 
@@ -27,6 +28,22 @@ class NodeLaunch:
     argv: tuple[str, ...]
     env: Mapping[str, str]
     rules: tuple[str, ...]
+    nnodes: int
+    dist_init: tuple[str, int] | None   # (host, port) of the replica's rendezvous; None for a one-node replica
+    served_model_name: str
+    model_path: str
+    reasoning_parser: str | None
+    tool_call_parser: str | None
+
+    def contract(self) -> dict:
+        """The launch as the inventory and `plan --json` carry it (LAUNCH_FIELDS, in this order)."""
+        return {
+            "replica": self.replica, "node_rank": self.node_rank, "nnodes": self.nnodes, "is_head": self.is_head,
+            "dist_init": None if self.dist_init is None else {"host": self.dist_init[0], "port": self.dist_init[1]},
+            "port": self.port, "gpu_ids": list(self.gpu_ids), "served_model_name": self.served_model_name,
+            "model_path": self.model_path, "reasoning_parser": self.reasoning_parser,
+            "tool_call_parser": self.tool_call_parser, "argv": list(self.argv), "env": dict(sorted(self.env.items())),
+        }
 
     def shell_line(self) -> str:
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
@@ -36,8 +53,10 @@ class NodeLaunch:
 def launch_for_node(*, recipes: RecipeBook, gpu: Gpu, model: Model, precision: str, options: PlanOptions,
                     repo: str, model_path: str, tp: int, ep: int | None, mem: float | None, mamba_v2: bool,
                     replica: "Replica", node_rank: int, node_index: int, node_name: str,
-                    dist_init_addr: str) -> NodeLaunch:
+                    dist_init_host: str, dist_init_port: int) -> NodeLaunch:
     nnodes = len(replica.node_indexes)
+    parsers = {"reasoning_parser": recipes.parsers["reasoning"] if options.reasoning_parser else None,
+               "tool_call_parser": recipes.parsers["tool_call"] if options.tool_call_parser else None}
     facts = {
         "vendor": gpu.vendor, "gpu": gpu.id, "precision": precision, "model": model.id, "moe": model.moe,
         "mtp": options.mtp, "mamba_v2": mamba_v2, "tp_gt_1": tp > 1, "has_ep": ep is not None,
@@ -46,7 +65,7 @@ def launch_for_node(*, recipes: RecipeBook, gpu: Gpu, model: Model, precision: s
         "kv_offload": options.kv_offload,
     }
     values = {"tp": tp, "ep": ep, "mem": mem, "nnodes": nnodes, "node_rank": node_rank,
-              "dist_init_addr": dist_init_addr}
+              "dist_init_addr": f"{dist_init_host}:{dist_init_port}", **parsers}
     recipe_flags, env, applied = apply_rules(recipes.rules, facts, values)
     argv = [*recipes.entrypoint, "--model-path", model_path, "--served-model-name", repo, *recipe_flags]
     loader = {"enable_multithread_load": "true", "num_threads": options.loader_threads}
@@ -63,4 +82,5 @@ def launch_for_node(*, recipes: RecipeBook, gpu: Gpu, model: Model, precision: s
     return NodeLaunch(
         replica=replica.index, node_rank=node_rank, node_index=node_index, node_name=node_name,
         is_head=node_rank == 0, port=replica.port, gpu_ids=replica.gpu_ids, argv=tuple(argv), env=env,
-        rules=tuple(applied))
+        rules=tuple(applied), nnodes=nnodes, dist_init=(dist_init_host, dist_init_port) if nnodes > 1 else None,
+        served_model_name=repo, model_path=model_path, **parsers)

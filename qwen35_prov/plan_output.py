@@ -6,7 +6,7 @@ from typing import Any
 
 from .planner import Plan
 
-PLAN_SCHEMA_VERSION = 1
+PLAN_SCHEMA_VERSION = 2  # 2: each node carries the launch contract's fields
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
@@ -54,17 +54,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "notes": list(plan.notes),
         "warnings": list(plan.warnings),
         "nodes": [
-            {
-                "replica": n.replica,
-                "node_rank": n.node_rank,
-                "node": n.node_name,
-                "is_head": n.is_head,
-                "port": n.port,
-                "gpu_ids": list(n.gpu_ids),
-                "argv": list(n.argv),
-                "env": dict(sorted(n.env.items())),
-                "rules": list(n.rules),
-            }
+            {"node": n.node_name, **n.contract(), "rules": list(n.rules)}
             for n in plan.nodes
         ],
     }

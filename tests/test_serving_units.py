@@ -159,10 +159,10 @@ def test_network_variables_come_from_the_inventory_only_where_the_plan_lacks_the
 
 def test_dist_init_and_the_bounded_wait_for_the_head():
     worker = _launch("h100x16", 1)
-    dist = F.sglang_server_dist_init(worker["argv"])
+    dist = worker["dist_init"]
     assert dist == {"host": "node0", "port": 20000}
-    assert F.sglang_server_dist_init(["--dist-init-addr=[fd00::1]:20000"]) == {"host": "fd00::1", "port": 20000}
-    assert F.sglang_server_dist_init(_launch("h200x8")["argv"]) == {}
+    assert (worker["nnodes"], worker["node_rank"]) == (2, 1)
+    assert _launch("h200x8")["dist_init"] is None and _launch("h200x8")["nnodes"] == 1
     wait = F.sglang_server_wait_argv(dist, 1200)
     assert wait[:4] == ["/usr/bin/timeout", "1200", "/bin/bash", "-c"]
     assert "until (exec 3<>/dev/tcp/node0/20000)" in wait[4]

@@ -15,6 +15,11 @@ PLAN_KEYS = ("tp_size", "replicas", "gpus_per_node", "node_count", "idle_gpus", 
 NVIDIA_FIELDS = ("index", "name", "uuid", "pci.bus_id", "memory.total", "driver_version", "compute_cap",
                  "persistence_mode", "mig.mode.current", "ecc.mode.current")
 PCI_VENDORS = {"nvidia": "0x10de", "amd": "0x1002"}
+#: The launch contract (docs/architecture.md): the fields of every entry of qwen35_launches, as
+#: qwen35_prov.launch.NodeLaunch.contract() writes them (tests/test_launch_contract.py keeps the two equal).
+INVENTORY_SCHEMA = 2
+LAUNCH_FIELDS = ("replica", "node_rank", "nnodes", "is_head", "dist_init", "port", "gpu_ids", "served_model_name",
+                 "model_path", "reasoning_parser", "tool_call_parser", "argv", "env")
 
 
 def _get(mapping, key, default=None):
@@ -30,6 +35,28 @@ def _flag(argv, name):
         if word == name:
             return argv[i + 1]
     return None
+
+
+def _contract_errors(where, launch, hv, plan, nodes_per_replica):
+    """What is wrong with the launch contract's fields of one launch (all of them are present)."""
+    errors = []
+    if launch["nnodes"] != nodes_per_replica:
+        errors.append(f"{where} has nnodes {launch['nnodes']}, the plan has {nodes_per_replica} node(s) "
+                      f"per replica")
+    dist = launch["dist_init"]
+    if nodes_per_replica > 1:
+        if not (isinstance(dist, dict) and isinstance(dist.get("host"), str)
+                and isinstance(dist.get("port"), int)):
+            errors.append(f"{where}: a multi-node launch needs dist_init {{host, port}}, got {dist!r}")
+        elif dist["host"] != _get(hv, "qwen35_replica_head_address"):
+            errors.append(f"{where}: dist_init host {dist['host']} is not its replica head's address "
+                          f"{_get(hv, 'qwen35_replica_head_address')}")
+    elif dist is not None:
+        errors.append(f"{where}: a one-node launch has no dist_init, got {dist!r}")
+    if "model_repo" in plan and launch["served_model_name"] != plan["model_repo"]:
+        errors.append(f"{where} serves {launch['served_model_name']!r}, the plan's model is "
+                      f"{plan['model_repo']!r}")
+    return errors
 
 
 def inventory_errors(groups, hostvars):
@@ -50,6 +77,11 @@ def inventory_errors(groups, hostvars):
     missing = [k for k in PLAN_KEYS if k not in plan]
     if missing:
         errors.append(f"qwen35_plan lacks {', '.join(missing)}")
+        return errors
+    schema = _get(hostvars[nodes[0]], "qwen35_inventory_schema")
+    if schema != INVENTORY_SCHEMA:
+        errors.append(f"the inventory is of schema {schema}, this qwen35-prov reads schema {INVENTORY_SCHEMA}: "
+                      f"regenerate it with qwen35-prov inventory (or up, which does)")
         return errors
     tp, replicas, per_node = plan["tp_size"], plan["replicas"], plan["gpus_per_node"]
     nodes_per_replica = plan["nodes_per_replica"]
@@ -85,6 +117,11 @@ def inventory_errors(groups, hostvars):
                 argv = []
             if not isinstance(_get(launch, "env", {}), dict):
                 errors.append(f"{where}: env is not a mapping")
+            missing = [k for k in LAUNCH_FIELDS if k not in launch]
+            if missing:
+                errors.append(f"{where} lacks {', '.join(missing)} (the launch contract; regenerate the inventory)")
+            else:
+                errors += _contract_errors(where, launch, hv, plan, nodes_per_replica)
             replica, rank = _get(launch, "replica"), _get(launch, "node_rank")
             if not isinstance(replica, int) or not isinstance(rank, int):
                 errors.append(f"{where} lacks replica/node_rank numbers")

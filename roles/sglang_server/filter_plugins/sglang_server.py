@@ -56,34 +56,6 @@ def sglang_server_env_conflicts(extra, launch_env) -> list:
     return sorted(str(k) for k, v in (extra or {}).items() if str(k) in launch_env and launch_env[str(k)] != str(v))
 
 
-def sglang_server_dist_init(argv) -> dict:
-    """{'host': ..., 'port': ...} of the launch's --dist-init-addr (multi-node), or {} when it has none."""
-    argv = [str(a) for a in argv]
-    value = None
-    for i, arg in enumerate(argv):
-        if arg == "--dist-init-addr" and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith("--dist-init-addr="):
-            value = arg.split("=", 1)[1]
-    if not value:
-        return {}
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"--dist-init-addr {value!r} is not HOST:PORT")
-    return {"host": host.strip("[]"), "port": int(port)}
-
-
-def sglang_server_argv_value(argv, flag, default=None):
-    """The value after FLAG in argv (or FLAG=VALUE), else default."""
-    argv = [str(a) for a in argv]
-    for i, arg in enumerate(argv):
-        if arg == flag and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith(flag + "="):
-            return arg.split("=", 1)[1]
-    return default
-
-
 def sglang_server_run_argv(launch, *, docker, name, image, device_args, vendor_args, shm_size, weights_dir,
                            env_file, env, extra_args=(), auth_file="") -> list:
     """`docker run ...` for one launch: the container wrapping, then the image, then the plan's argv unchanged,
@@ -134,7 +106,7 @@ def sglang_server_units(launches, prefix, target_prefix) -> list:
     out = []
     for launch in launches or []:
         r = launch["replica"]
-        multinode = int(sglang_server_argv_value(launch["argv"], "--nnodes", "1")) > 1
+        multinode = int(launch["nnodes"]) > 1
         out.append({
             "replica": r, "node_rank": launch["node_rank"], "is_head": bool(launch["is_head"]),
             "server": f"{prefix}-r{r}.service",
@@ -151,11 +123,9 @@ class FilterModule:
             "systemd_exec": systemd_exec,
             "systemd_quote_word": systemd_quote_word,
             "sglang_server_env": sglang_server_env,
-            "sglang_server_dist_init": sglang_server_dist_init,
             "sglang_server_auth_config": sglang_server_auth_config,
             "sglang_server_redact": sglang_server_redact,
             "sglang_server_env_conflicts": sglang_server_env_conflicts,
-            "sglang_server_argv_value": sglang_server_argv_value,
             "sglang_server_run_argv": sglang_server_run_argv,
             "sglang_server_units": sglang_server_units,
             "sglang_server_wait_argv": sglang_server_wait_argv,
