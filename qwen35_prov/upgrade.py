@@ -92,10 +92,9 @@ def _print(data: dict[str, Any], as_json: bool) -> None:
         print_json(data)
         return
     print(f"\nupgrade: {data['status'].upper()} in {data['seconds']} s")
-    for step in data["replicas"] + data.get("groups", []) + data.get("hosts", []):
+    for step in data["replicas"] + data.get("groups", []):
         what = (f"replica {step['replica']}" if "replica" in step
-                else f"replica{'s' if len(step['replicas']) > 1 else ''} {'+'.join(map(str, step['replicas']))}"
-                if "replicas" in step else f"host {step['host']}")
+                else f"replica{'s' if len(step['replicas']) > 1 else ''} {'+'.join(map(str, step['replicas']))}")
         print(f"  {what:<14} {step['status']:<11} {step.get('detail', '')}")
     if data.get("error"):
         print(f"  FAILED: {data['error']}")
@@ -219,52 +218,9 @@ def _upgrade_driver(args, inventory: Path, name: str, started: float) -> dict[st
     pins = {"nvidia_driver_version": args.driver_version, "nvidia_driver_branch": int(m.group(1))}
     extravars.update(pins)
     progress = None if args.json else Progress()
-    strategy = _driver_with_reboots if args.reboot else _driver_host_by_host
-    data = strategy(args, inventory, name, extravars, envvars, progress)
+    data = _driver_by_group(args, inventory, name, extravars, envvars, progress)
     if data["status"] == "ok":
         data["persisted"] = str(write_overrides(inventory, pins))
-    return data
-
-
-def _driver_host_by_host(args, inventory: Path, name: str, extravars: dict[str, Any], envvars: dict[str, str],
-                         progress: Progress | None) -> dict[str, Any]:
-    """drivers.yml one host at a time; nothing reboots: the hosts that wait for a reboot are reported."""
-    groups = _read_yaml(inventory / "hosts.yml")["all"]["children"]
-    order = list((groups.get("qwen35_nvidia") or {}).get("hosts") or {})   # drivers.yml's serial order
-    extravars = {**extravars, "qwen35_drivers_serial": 1}
-    result = run_playbook("drivers.yml", inventory, state_dir=state_root() / name, extravars=extravars,
-                          envvars=envvars, progress=progress)
-    failed = [h for h in order if any(f.host == h for f in result.failures)]
-    stop = order.index(failed[0]) if failed else len(order)
-    hosts, pending = [], []
-    for i, host in enumerate(order):
-        if host in failed:
-            hosts.append({"host": host, "status": "failed", "detail": "stopped here; the hosts after it were not touched"})
-        elif i > stop:
-            hosts.append({"host": host, "status": "untouched", "detail": "still the previous driver"})
-        elif not result.ok and failed:
-            hosts.append({"host": host, "status": "upgraded", "detail": f"{args.driver_version} installed before the failure"})
-        elif not result.ok:
-            hosts.append({"host": host, "status": "unchanged", "detail": "the run stopped before the driver step"})
-        else:
-            waiting = (result.facts.get(host) or {}).get("reboot_pending") or []
-            if waiting:
-                pending.append(host)
-            hosts.append({"host": host, "status": "upgraded", "detail": (
-                f"{args.driver_version} installed; reboot pending ({', '.join(waiting)})" if waiting
-                else f"{args.driver_version} loaded")})
-    data: dict[str, Any] = {"kind": "driver", "driver_version": args.driver_version, "inventory": str(inventory),
-                            "replicas": [], "hosts": hosts, "reboot_pending": pending}
-    if result.ok:
-        data["status"] = "ok"
-        if pending:
-            data["next"] = (f"{len(pending)} host(s) run the old kernel module until they reboot (validate reports the "
-                            "loaded driver against the new pin until then): reboot one replica at a time, drained, "
-                            "as in docs/runbooks/driver-upgrade.md steps 3-6")
-    else:
-        data["status"] = "failed"
-        data["error"] = "; ".join(f"{f.host}: {f.task}: {f.message}" for f in result.failures)
-        data["artifacts"] = result.artifacts
     return data
 
 
@@ -284,42 +240,58 @@ def reboot_groups(inventory: Path) -> list[tuple[list[int], list[str]]]:
     return sorted(((sorted(r), sorted(h, key=order.index)) for r, h in merged), key=lambda g: g[0][0])
 
 
-def _driver_with_reboots(args, inventory: Path, name: str, extravars: dict[str, Any], envvars: dict[str, str],
-                         progress: Progress | None) -> dict[str, Any]:
-    """driver-upgrade.yml once per group of replicas that share hosts: drained, stopped, upgraded, rebooted,
-    checked, started, smoke-checked and back in the router; the first group that fails stops the rest."""
-    if _is_sandbox(name):
+def _driver_by_group(args, inventory: Path, name: str, extravars: dict[str, Any], envvars: dict[str, str],
+                     progress: Progress | None) -> dict[str, Any]:
+    """driver-upgrade.yml once per group of replicas that share hosts, the first group that fails stopping the
+    rest. With --reboot: drained, stopped, upgraded, rebooted, checked, started, smoke-checked, back in the router.
+    Without: drained, the packages changed one host at a time while the servers run on the driver they loaded,
+    smoke-checked, back in the router; the hosts that wait for a reboot are reported."""
+    if args.reboot and _is_sandbox(name):
         from .sandbox import nodes_without_reboot
 
         if stuck := nodes_without_reboot(name):
             raise UserError(f"sandbox {name}: {', '.join(stuck)} would not come back from a reboot (created by an "
                             f"older qwen35-prov, without a restart policy); destroy and create the sandbox again")
-    extravars = {**extravars, "nvidia_driver_allow_reboot": True}
+    extravars = {**extravars, **({"nvidia_driver_allow_reboot": True} if args.reboot
+                                 else {"nvidia_driver_allow_reboot": False, "qwen35_drivers_serial": 1})}
     if args.no_drain:
         extravars["qwen35_upgrade_drain"] = False
     if args.ready_timeout:
         extravars["sglang_server_ready_timeout"] = args.ready_timeout
     data: dict[str, Any] = {"kind": "driver", "driver_version": args.driver_version, "inventory": str(inventory),
-                            "reboot": True, "replicas": [], "groups": [], "reboot_pending": []}
+                            "reboot": bool(args.reboot), "replicas": [], "groups": [], "reboot_pending": []}
     todo = reboot_groups(inventory)
     for i, (replicas, hosts) in enumerate(todo):
         what = f"replica{'s' if len(replicas) > 1 else ''} {'+'.join(map(str, replicas))}"
         if progress:
-            progress.phase(f"{what} on {', '.join(hosts)} -> driver {args.driver_version}, reboot")
+            progress.phase(f"{what} on {', '.join(hosts)} -> driver {args.driver_version}"
+                           + (", reboot" if args.reboot else ", drained, no reboot"))
         result = run_playbook("driver-upgrade.yml", inventory, state_dir=state_root() / name, extravars=extravars,
                               envvars=envvars, limit=",".join(["localhost", *hosts]), progress=progress)
         step = {"replicas": replicas, "hosts": hosts}
+        pending = [h for h in hosts if (result.facts.get(h) or {}).get("reboot_pending")]
+        data["reboot_pending"] += pending
         if result.ok and all((result.facts.get(h) or {}).get("driver_current") for h in hosts):
             data["groups"].append({**step, "status": "unchanged",
-                                   "detail": f"already on {args.driver_version}: kept serving, nothing rebooted"})
+                                   "detail": f"already on {args.driver_version}: kept serving, nothing drained"})
             continue
         if result.ok:
-            data["groups"].append({**step, "status": "upgraded",
-                                   "detail": f"rebooted on {args.driver_version}, ready, smoke-checked, back in service"})
+            data["groups"].append({**step, "status": "upgraded", "detail": (
+                f"rebooted on {args.driver_version}, ready, smoke-checked, back in service" if args.reboot else
+                f"{args.driver_version} installed while drained; serving on the driver it loaded until a reboot"
+                f"{' (pending on ' + ', '.join(pending) + ')' if pending else ''}, smoke-checked, back in service")})
             continue
+        aftermath = (result.facts.get("localhost") or {}).get("driver_aftermath") or {}
+        back = aftermath.get("undrained") or []
+        still = [u for u in aftermath.get("drained") or [] if u not in back]
         data["groups"].append({**step, "status": "failed", "detail": (
             f"{what} out of service (drained, units stopped) until this is fixed; running the same command again "
-            "resumes (a reboot still pending is done then)")})
+            "resumes (a reboot still pending is done then)" if args.reboot else
+            f"{what} kept running on the driver it loaded"
+            + (f"; put back into the router ({', '.join(back)})" if back else "")
+            + (f"; still drained, undrain with `qwen35-router-ctl undrain URL` on the router host: {', '.join(still)}"
+               if still else "")
+            + "; running the same command again resumes")})
         data["groups"] += [{"replicas": r, "hosts": h, "status": "untouched", "detail": "still the previous driver"}
                            for r, h in todo[i + 1:]]
         data["status"] = "failed"
@@ -327,6 +299,11 @@ def _driver_with_reboots(args, inventory: Path, name: str, extravars: dict[str, 
         data["artifacts"] = result.artifacts
         return data
     data["status"] = "ok"
+    if data["reboot_pending"]:
+        data["next"] = (f"{len(data['reboot_pending'])} host(s) run the old kernel module until they reboot (validate "
+                        "reports the loaded driver against the new pin until then): `qwen35-prov upgrade "
+                        f"--driver-version {args.driver_version} --reboot` reboots one replica at a time, drained "
+                        "(docs/runbooks/driver-upgrade.md)")
     return data
 
 
@@ -335,7 +312,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         raise UserError("--reboot goes with --driver-version (an image upgrade needs no reboot)")
     if bool(args.image) == bool(args.driver_version):
         raise UserError("say what to upgrade: --image REF (rolling, one replica at a time) or --driver-version V "
-                        "(rolling, one host at a time)")
+                        "(rolling, one replica at a time)")
     inventory, name = resolve_inventory(args)
     started = time.monotonic()
     data = (_upgrade_image if args.image else _upgrade_driver)(args, inventory, name, started)
@@ -351,9 +328,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "new image, units re-rendered, restart, readiness and smoke checks; a replica that fails is "
                     "rolled back to its previous image and unit, and the upgrade stops there. The new image is "
                     "pinned in the inventory only after every replica took it. --driver-version: the NVIDIA driver "
-                    "(and fabric manager) one host at a time, the first failure stops the rest; it reboots nothing "
-                    "and lists the hosts that need a reboot to load it; with --reboot, one replica at a time is "
-                    "drained, stopped, upgraded, rebooted, checked and brought back. docs/upgrade.md",
+                    "(and fabric manager), one replica at a time (replicas sharing a host together), drained from the "
+                    "router first; without --reboot the packages change one host at a time under the drained, "
+                    "still running replica, which is smoke-checked and put back, and the hosts that need a reboot "
+                    "to load the driver are listed; with --reboot the replica is also stopped, its hosts rebooted "
+                    "and checked, and it is started again. The first failure stops the rest. docs/upgrade.md",
         epilog="Examples: qwen35-prov upgrade --cluster h200x8 --image lmsysorg/sglang:v0.5.24 ; "
                "qwen35-prov upgrade --inventory inv --driver-version 580.159.04 --json ; "
                "qwen35-prov upgrade --cluster h100x16 --driver-version 580.173.02 --reboot")

@@ -221,16 +221,37 @@ def unit_active(index):
 
 
 NODES = ["q35-h100x16-node0", "q35-h100x16-node1"]
+# The drain hook for routers other than ours (docs/upgrade.md), here a TEST DOUBLE of an outside load balancer
+# that writes what it is told on the router host (node0, the first head): h100x16 has one replica, so no gateway.
+DRAIN_LOG = "/var/log/q35-drain-hook.log"
+DRAIN_HOOK = f"""qwen35_upgrade_drain_cmd: [/bin/sh, -c, 'echo "drain $0" >> {DRAIN_LOG}', '{{url}}']
+qwen35_upgrade_undrain_cmd: [/bin/sh, -c, 'echo "undrain $0" >> {DRAIN_LOG}', '{{url}}']
+"""
+
+
+def drain_log():
+    """What the drain hook was told since the last look (the log is emptied)."""
+    text = in_node("h100x16", 0, "sh", "-c", f"cat {DRAIN_LOG} 2>/dev/null; rm -f {DRAIN_LOG}").stdout
+    return [line.split()[0] for line in text.splitlines()], {line.split()[1] for line in text.splitlines()}
 
 
 def test_a_driver_upgrade_to_a_version_nobody_publishes_stops_at_the_first_host(h100x16, state):
     for index in (0, 1):   # as after the reboot that loaded the driver `up` installed
         in_node("h100x16", index, "rm", "-f", "/run/reboot-required", "/run/reboot-required.pkgs")
+    site = Path(state["QWEN35_STATE_DIR"]) / "h100x16" / "inventory" / "group_vars" / "all" / "zz-drain-hook.yml"
+    site.parent.mkdir(exist_ok=True)
+    site.write_text(DRAIN_HOOK)
+    drain_log()
     r = cli(state, "upgrade", "--cluster", "h100x16", "--driver-version", "580.999.01", "--json")
     data = json.loads(r.stdout)
     assert r.returncode == 1 and data["status"] == "failed"
-    assert [(h["host"], h["status"]) for h in data["hosts"]] == [(NODES[0], "failed"), (NODES[1], "untouched")]
-    assert "580.999.01" in data["error"]
+    [group] = data["groups"]
+    assert (group["replicas"], group["hosts"], group["status"]) == ([0], NODES, "failed")
+    assert "580.999.01" in data["error"] and NODES[0] in data["error"] and NODES[1] not in data["error"]
+    # drained before the packages changed; the servers never stopped, so the last play put the replica back
+    calls, urls = drain_log()
+    assert calls == ["drain", "undrain"] and urls == {h100x16[1]["endpoints"][0].removesuffix("/v1")}
+    assert "put back into the router" in group["detail"]
     for index in (0, 1):
         assert package_version(index, "nvidia-open-580") == "580.159.04-1"
         pin = in_node("h100x16", index, "cat", "/etc/apt/preferences.d/qwen35-nvidia-driver.pref").stdout
@@ -241,12 +262,13 @@ def test_a_driver_upgrade_to_a_version_nobody_publishes_stops_at_the_first_host(
     assert not (inv / "group_vars/qwen35_nodes/zz-upgrade.yml").exists()
 
 
-def test_a_driver_upgrade_goes_host_by_host_pins_it_and_names_the_hosts_that_wait_for_a_reboot(h100x16, state):
+def test_a_driver_upgrade_drains_the_replica_pins_it_and_names_the_hosts_that_wait_for_a_reboot(h100x16, state):
     r = cli(state, "upgrade", "--cluster", "h100x16", "--driver-version", "580.173.02", "--json")
     data = json.loads(r.stdout)
     assert r.returncode == 0, data.get("error")
-    assert [(h["host"], h["status"]) for h in data["hosts"]] == [(NODES[0], "upgraded"), (NODES[1], "upgraded")]
-    assert data["reboot_pending"] == NODES and "docs/runbooks/driver-upgrade.md" in data["next"]
+    assert [(g["replicas"], g["hosts"], g["status"]) for g in data["groups"]] == [([0], NODES, "upgraded")]
+    assert data["reboot_pending"] == NODES and "--reboot" in data["next"]
+    assert drain_log()[0] == ["drain", "undrain"]
     for index in (0, 1):
         assert package_version(index, "nvidia-open-580") == "580.173.02-1"
         assert package_version(index, "nvidia-fabricmanager") in (None, "580.173.02-1")   # only where NVSwitch is
@@ -270,6 +292,7 @@ def test_a_driver_upgrade_with_reboots_that_fails_leaves_the_replica_out_of_serv
     [group] = data["groups"]
     assert (group["replicas"], group["hosts"], group["status"]) == ([0], NODES, "failed")
     assert "out of service" in group["detail"] and "580.999.01" in data["error"]
+    assert drain_log()[0] == ["drain"]     # stopped units: it stays out of the router
     for index in (0, 1):
         assert not unit_active(index)
         pin = in_node("h100x16", index, "cat", "/etc/apt/preferences.d/qwen35-nvidia-driver.pref").stdout
