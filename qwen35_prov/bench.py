@@ -1,6 +1,7 @@
 """`qwen35-prov bench`: SGLang's own benchmarks on one replica, compared with the published reference results.
 
-What runs (playbooks/bench.yml, inside the replica's SGLang container on its head node, against 127.0.0.1:PORT):
+What runs (playbooks/bench.yml, inside the replica's SGLang container on its head node, against the address the
+head listens on (its fleet address; 127.0.0.1 when the plan binds every interface) and PORT):
 - latency:    python3 -m sglang.bench_serving --backend sglang --dataset-name random --random-input-len 1000
               --random-output-len 1000 --random-range-ratio R --num-prompts 10 --max-concurrency 1
 - throughput: the same with --num-prompts 1000 --max-concurrency 100
@@ -64,12 +65,14 @@ class RunSpec:
             return {"jsonl": f"{self.name}.jsonl", "log": f"{self.name}.log"}
         return {"log": f"{self.name}.log"}
 
-    def argv(self, port: int, inputs: Mapping[str, str] | None = None) -> list[str]:
-        """The command, run with the container's working folder holding `inputs` (file names) and the outputs."""
+    def argv(self, port: int, inputs: Mapping[str, str] | None = None, host: str = "127.0.0.1") -> list[str]:
+        """The command, run with the container's working folder holding `inputs` (file names) and the outputs;
+        HOST is where the server listens, as the node (the container shares its network) reaches it."""
         inputs = inputs or {}
+        host = f"[{host}]" if ":" in host else host   # both clients build http://HOST:PORT themselves
         a = self.args
         if self.kind == "serving":
-            argv = ["python3", "-m", SERVING_MODULE, "--backend", "sglang", "--host", "127.0.0.1", "--port", str(port),
+            argv = ["python3", "-m", SERVING_MODULE, "--backend", "sglang", "--host", host, "--port", str(port),
                     "--dataset-name", a["dataset_name"],
                     "--random-input-len", str(a["random_input_len"]), "--random-output-len", str(a["random_output_len"]),
                     "--random-range-ratio", _num(a["random_range_ratio"]),
@@ -79,7 +82,7 @@ class RunSpec:
                 argv += ["--dataset-path", inputs["sharegpt"]]
             return argv
         # few_shot_gsm8k joins host and port itself (http://HOST:PORT): the host is a bare address
-        argv = ["python3", "-c", GSM8K_WITH_KEY, "--host", "127.0.0.1", "--port", str(port),
+        argv = ["python3", "-c", GSM8K_WITH_KEY, "--host", host, "--port", str(port),
                 "--num-questions", str(a["num_questions"]), "--num-shots", str(a["num_shots"])]
         if inputs.get("gsm8k"):
             argv += ["--data-path", inputs["gsm8k"]]
@@ -295,6 +298,7 @@ class Deployment:
     address: str
     port: int
     sglang_version: str = ""
+    listen: str = "127.0.0.1"      # where the head's server listens, as the head itself reaches it
 
     def describe(self) -> str:
         return (f"{self.gpu} x {self.tp_size} (TP {self.tp_size}), model {self.model} {self.precision}, "
@@ -529,7 +533,9 @@ def deployment_of(inventory: Path, replica: int) -> Deployment:
     return Deployment(cluster=str(plan_vars.get("qwen35_cluster", plan.get("cluster", ""))), gpu=plan["gpu"],
                       model=str(plan["model"]), precision=plan["precision"], tp_size=int(plan["tp_size"]),
                       mtp=bool(plan["mtp"]), replica=replica, head=head, address=str(conn.get("ansible_host", head)),
-                      port=int(layout[replica]["port"]), sglang_version=str(plan.get("sglang_version", "")))
+                      port=int(layout[replica]["port"]), sglang_version=str(plan.get("sglang_version", "")),
+                      listen=(str(conn.get("ansible_host", head)) if plan.get("bind", "all") == "cluster"
+                              else "127.0.0.1"))
 
 
 # ------------------------------------------------------------------------------------------------ CLI
@@ -628,12 +634,13 @@ def _run_on_head(args: argparse.Namespace, inventory: Path, name: str, deploymen
             inputs[key] = f"input-{key}{''.join(src.suffixes[-1:])}"
             copies.append({"src": str(src), "dest": inputs[key]})
     raw.mkdir(parents=True, exist_ok=True)
-    runs = [{"name": s.name, "kind": s.kind, "argv": s.argv(deployment.port, inputs),
+    runs = [{"name": s.name, "kind": s.kind, "argv": s.argv(deployment.port, inputs, deployment.listen),
              "files": list(s.result_files().values())} for s in specs]
     extravars = {
         "qwen35_bench_host": deployment.head,
         "qwen35_bench_replica": deployment.replica,
         "qwen35_bench_port": deployment.port,
+        "qwen35_bench_listen": deployment.listen,
         "qwen35_bench_id": stamp,
         "qwen35_bench_runs": runs,
         "qwen35_bench_inputs": copies,

@@ -63,6 +63,9 @@ def add_plan_options(p: argparse.ArgumentParser) -> None:
                    help="where weights live on every node (default /var/lib/qwen35-prov/models)")
     g.add_argument("--cuda-ipc-transport", action="store_true",
                    help="set SGLANG_USE_CUDA_IPC_TRANSPORT=1 (faster multimodal TTFT, more memory; NVIDIA)")
+    g.add_argument("--bind", choices=("cluster", "all"), default="cluster",
+                   help="where SGLang listens: cluster = each node's own address from the fleet, the one its peers "
+                        "and the gateway use (default); all = every interface (0.0.0.0)")
     g.add_argument("--kv-offload", nargs="?", const="hicache", default="disabled", choices=("disabled", "hicache"),
                    help="offload KV cache to host memory (HiCache) where the recipe offers it (397b FP4 on MI355X); "
                         "--kv-offload alone means hicache (default disabled)")
@@ -82,7 +85,7 @@ def plan_options_from(args: argparse.Namespace):
         tool_call_parser=args.tool_call_parser, mamba_cache=args.mamba_cache, context_length=args.context_length,
         loader_threads=args.loader_threads, port=args.port, dist_init_port=args.dist_init_port,
         revision=args.revision, weights_dir=args.weights_dir, cuda_ipc_transport=args.cuda_ipc_transport,
-        api_key=args.api_key, kv_offload=args.kv_offload,
+        api_key=args.api_key, kv_offload=args.kv_offload, bind=args.bind,
     )
 
 

@@ -80,7 +80,7 @@ _OPTION_FLAGS = (  # PlanOptions field -> how the CLI spells it
     ("mamba_cache", "--mamba-cache"), ("context_length", "--context-length"),
     ("loader_threads", "--loader-threads"), ("port", "--port"), ("dist_init_port", "--dist-init-port"),
     ("revision", "--revision"), ("weights_dir", "--weights-dir"), ("cuda_ipc_transport", "--cuda-ipc-transport"),
-    ("api_key", "--api-key"), ("kv_offload", "--kv-offload"),
+    ("api_key", "--api-key"), ("kv_offload", "--kv-offload"), ("bind", "--bind"),
 )
 
 

@@ -29,6 +29,7 @@ class NodeLaunch:
     env: Mapping[str, str]
     rules: tuple[str, ...]
     nnodes: int
+    host: str                            # the address SGLang listens on (--host)
     dist_init: tuple[str, int] | None   # (host, port) of the replica's rendezvous; None for a one-node replica
     served_model_name: str
     model_path: str
@@ -39,7 +40,7 @@ class NodeLaunch:
         """The launch as the inventory and `plan --json` carry it (LAUNCH_FIELDS, in this order)."""
         return {
             "replica": self.replica, "node_rank": self.node_rank, "nnodes": self.nnodes, "is_head": self.is_head,
-            "dist_init": None if self.dist_init is None else {"host": self.dist_init[0], "port": self.dist_init[1]},
+            "host": self.host, "dist_init": None if self.dist_init is None else {"host": self.dist_init[0], "port": self.dist_init[1]},
             "port": self.port, "gpu_ids": list(self.gpu_ids), "served_model_name": self.served_model_name,
             "model_path": self.model_path, "reasoning_parser": self.reasoning_parser,
             "tool_call_parser": self.tool_call_parser, "argv": list(self.argv), "env": dict(sorted(self.env.items())),
@@ -52,7 +53,7 @@ class NodeLaunch:
 
 def launch_for_node(*, recipes: RecipeBook, gpu: Gpu, model: Model, precision: str, options: PlanOptions,
                     repo: str, model_path: str, tp: int, ep: int | None, mem: float | None, mamba_v2: bool,
-                    replica: "Replica", node_rank: int, node_index: int, node_name: str,
+                    replica: "Replica", node_rank: int, node_index: int, node_name: str, node_address: str,
                     dist_init_host: str, dist_init_port: int) -> NodeLaunch:
     nnodes = len(replica.node_indexes)
     parsers = {"reasoning_parser": recipes.parsers["reasoning"] if options.reasoning_parser else None,
@@ -73,8 +74,9 @@ def launch_for_node(*, recipes: RecipeBook, gpu: Gpu, model: Model, precision: s
              "--model-loader-extra-config", json.dumps(loader, separators=(",", ":"))]
     if gpu.mm_attention_backend:
         argv += ["--mm-attention-backend", gpu.mm_attention_backend]
+    host = node_address if options.bind == "cluster" else "0.0.0.0"
     argv += ["--watchdog-timeout", str(options.watchdog_timeout), "--enable-metrics",
-             "--host", options.host, "--port", str(replica.port)]
+             "--host", host, "--port", str(replica.port)]
     if replica.gpu_ids[0]:
         argv += ["--base-gpu-id", str(replica.gpu_ids[0])]
     if options.cuda_ipc_transport and gpu.vendor == "nvidia":
@@ -82,5 +84,5 @@ def launch_for_node(*, recipes: RecipeBook, gpu: Gpu, model: Model, precision: s
     return NodeLaunch(
         replica=replica.index, node_rank=node_rank, node_index=node_index, node_name=node_name,
         is_head=node_rank == 0, port=replica.port, gpu_ids=replica.gpu_ids, argv=tuple(argv), env=env,
-        rules=tuple(applied), nnodes=nnodes, dist_init=(dist_init_host, dist_init_port) if nnodes > 1 else None,
+        rules=tuple(applied), nnodes=nnodes, host=host, dist_init=(dist_init_host, dist_init_port) if nnodes > 1 else None,
         served_model_name=repo, model_path=model_path, **parsers)

@@ -14,6 +14,9 @@ MIN_CONTEXT_LENGTH = 131_072  # the cookbook: keep at least 128K so thinking has
 MAX_CONTEXT_LENGTH = 262_144  # native context; longer needs rope scaling this toolkit does not configure
 MAMBA_CACHE_CHOICES = ("v1", "v2")
 KV_OFFLOAD_CHOICES = ("disabled", "hicache")
+#: Where SGLang listens: each node's own (fleet) address, the one its peers and the gateway reach, or every
+#: interface
+BIND_CHOICES = ("cluster", "all")
 #: A hub revision the tool deploys: a full commit (a branch moves; the weights folder is named after it)
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _PATH = re.compile(r"^/[A-Za-z0-9_./+@-]*$")
@@ -54,7 +57,7 @@ class PlanOptions:
     loader_threads: int = 64
     port: int = 30000
     dist_init_port: int | None = None
-    host: str = "0.0.0.0"
+    bind: str = "cluster"
     watchdog_timeout: int = 1200
     cuda_ipc_transport: bool = False
     weights_dir: str = "/var/lib/qwen35-prov/models"
@@ -69,6 +72,8 @@ class PlanOptions:
                 f"(below 128K thinking has no room; above {MAX_CONTEXT_LENGTH} needs rope scaling)")
         if self.mamba_cache is not None and self.mamba_cache not in MAMBA_CACHE_CHOICES:
             raise UserError(f"--mamba-cache {self.mamba_cache!r}: allowed {', '.join(MAMBA_CACHE_CHOICES)}")
+        if self.bind not in BIND_CHOICES:
+            raise UserError(f"--bind {self.bind!r}: allowed {', '.join(BIND_CHOICES)}")
         if self.kv_offload not in KV_OFFLOAD_CHOICES:
             raise UserError(f"--kv-offload {self.kv_offload!r}: allowed {', '.join(KV_OFFLOAD_CHOICES)}")
         if self.loader_threads < 1:

@@ -35,6 +35,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "mtp": plan.options.mtp,
         "mamba_cache": "v2" if plan.mamba_v2 else "v1",
         "kv_offload": plan.options.kv_offload,
+        "bind": plan.options.bind,
         "context_length": plan.options.context_length,
         "api_key": plan.options.api_key,
         "replicas": len(plan.replicas),

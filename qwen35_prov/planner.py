@@ -194,7 +194,7 @@ def plan(cluster_spec: str | ClusterSpec, options: PlanOptions | None = None, *,
         launch_for_node(
             recipes=recipes, gpu=gpu, model=model, precision=precision, options=options, repo=repo,
             model_path=model_path, tp=tp, ep=ep, mem=cell.mem, mamba_v2=mamba_v2, replica=replica,
-            node_rank=rank, node_index=node_index, node_name=names[node_index],
+            node_rank=rank, node_index=node_index, node_name=names[node_index], node_address=addresses[node_index],
             dist_init_host=addresses[replica.head], dist_init_port=dist_port)
         for replica in replicas
         for rank, node_index in enumerate(replica.node_indexes)

@@ -403,3 +403,16 @@ def test_playbook_checks_its_variables(tmp_path):
                                "--tags", "validate_inventory", cwd=tmp_path)
     assert refused.returncode != 0
     assert "bench.yml needs qwen35_bench_host (a replica head of this inventory)" in refused.stdout
+
+
+def test_the_clients_reach_the_head_where_it_listens():
+    """A plan that binds the cluster address (the default) is benchmarked at the head's own address; IPv6
+    literals are bracketed for the clients, which build http://HOST:PORT themselves."""
+    deployment = bench.deployment_of(H200X8, 0)
+    assert deployment.listen == deployment.address != "127.0.0.1"
+    latency, _, accuracy = bench.run_specs(bench.PROFILES)
+    for spec in (latency, accuracy):
+        argv = spec.argv(deployment.port, host=deployment.listen)
+        assert argv[argv.index("--host") + 1] == deployment.address
+        v6 = spec.argv(30000, host="fd00::7")
+        assert v6[v6.index("--host") + 1] == "[fd00::7]"

@@ -39,7 +39,7 @@ def test_h200_flagship_command_in_generator_order():
     assert value(argv, "--mm-attention-backend") == "fa3"
     assert value(argv, "--context-length") == "262144"
     assert json.loads(value(argv, "--model-loader-extra-config")) == {"enable_multithread_load": "true", "num_threads": 64}
-    assert value(argv, "--host") == "0.0.0.0" and value(argv, "--port") == "30000"
+    assert value(argv, "--host") == "node0" and value(argv, "--port") == "30000"   # the node's own address
     assert value(argv, "--flashinfer-allreduce-fusion-backend") == "auto"
     assert "--tp" not in argv and "--attention-backend" not in argv
 
@@ -159,3 +159,21 @@ def test_deployment_options_reach_the_command():
     assert json.loads(value(argv, "--model-loader-extra-config"))["num_threads"] == 16
     assert value(argv, "--port") == "31000"
     assert value(argv, "--model-path") == "/data/w/Qwen/Qwen3.5-397B-A17B/" + "0123abc" * 5 + "01234"
+
+
+def test_sglang_listens_on_each_nodes_own_address_unless_told_every_interface():
+    p = plan("h100x32", PlanOptions(), node_names=["a", "b", "c", "d"],
+             node_addresses=["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"])
+    assert [(n.host, value(list(n.argv), "--host")) for n in p.nodes] == [
+        (a, a) for a in ("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4")]
+    every = plan("h100x32", PlanOptions(bind="all"), node_names=["a", "b", "c", "d"],
+                 node_addresses=["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"])
+    assert {value(list(n.argv), "--host") for n in every.nodes} == {"0.0.0.0"}
+    assert every.nodes[1].dist_init == ("10.0.0.1", 20000)
+
+
+def test_bind_choices():
+    from qwen35_prov.errors import UserError
+
+    with pytest.raises(UserError, match="allowed cluster, all"):
+        PlanOptions(bind="public")

@@ -18,8 +18,9 @@ def test_h100x16_is_one_replica_of_tp16_over_two_nodes():
         assert value(n.argv, "--nnodes") == "2"
         assert value(n.argv, "--node-rank") == str(n.node_rank)
         assert value(n.argv, "--dist-init-addr") == "node0:20000"
-    # same command on every node apart from the rank
-    strip = lambda a: [x for i, x in enumerate(a) if not (i > 0 and a[i - 1] == "--node-rank")]
+        assert value(n.argv, "--host") == n.node_name   # each node listens on its own address
+    # same command on every node apart from the rank and the node's own listening address
+    strip = lambda a: [x for i, x in enumerate(a) if not (i > 0 and a[i - 1] in ("--node-rank", "--host"))]
     assert strip(list(head.argv)) == strip(list(worker.argv))
 
 

@@ -18,7 +18,7 @@ PCI_VENDORS = {"nvidia": "0x10de", "amd": "0x1002"}
 #: The launch contract (docs/architecture.md): the fields of every entry of qwen35_launches, as
 #: qwen35_prov.launch.NodeLaunch.contract() writes them (tests/test_launch_contract.py keeps the two equal).
 INVENTORY_SCHEMA = 2
-LAUNCH_FIELDS = ("replica", "node_rank", "nnodes", "is_head", "dist_init", "port", "gpu_ids", "served_model_name",
+LAUNCH_FIELDS = ("replica", "node_rank", "nnodes", "is_head", "host", "dist_init", "port", "gpu_ids", "served_model_name",
                  "model_path", "reasoning_parser", "tool_call_parser", "argv", "env")
 
 
@@ -43,6 +43,9 @@ def _contract_errors(where, launch, hv, plan, nodes_per_replica):
     if launch["nnodes"] != nodes_per_replica:
         errors.append(f"{where} has nnodes {launch['nnodes']}, the plan has {nodes_per_replica} node(s) "
                       f"per replica")
+    address = _get(hv, "ansible_host")
+    if address is not None and launch["host"] not in ("0.0.0.0", address):
+        errors.append(f"{where} listens on {launch['host']}, neither the host's address {address} nor 0.0.0.0")
     dist = launch["dist_init"]
     if nodes_per_replica > 1:
         if not (isinstance(dist, dict) and isinstance(dist.get("host"), str)
