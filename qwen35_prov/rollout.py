@@ -131,7 +131,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if bool(args.sandbox) == bool(args.fleet):
         raise UserError("say where to deploy: --fleet FILE (your machines) or --sandbox (local containers)")
     started = time.monotonic()
-    progress = Progress(verbose=args.verbose)
+    progress = Progress(verbose=args.verbose, json_events=args.json)
     weights_dir_given = args.weights_dir is not None
     if not weights_dir_given:
         from .options import PlanOptions

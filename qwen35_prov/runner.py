@@ -65,14 +65,42 @@ def _message(res: dict[str, Any]) -> str:
     return "failed (no message)"
 
 
-class Progress:
-    """Prints what happens on which host while it happens: a line per phase, per change and per failure."""
+#: The model_weights task that reports, every few seconds, the bytes on disk of a running download or copy
+WEIGHTS_PROGRESS_TASK = "Weights progress"
 
-    def __init__(self, stream=None, verbose: bool = False) -> None:
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+class Progress:
+    """Prints what happens on which host while it happens: a line per phase, per change and per failure, and
+    the weights' bytes, rate and ETA per host while they download. With json_events the weights reports are JSON
+    lines ({"event": "weights_progress", ...}) for machines reading the live view."""
+
+    def __init__(self, stream=None, verbose: bool = False, json_events: bool = False) -> None:
         from rich.console import Console
 
-        self.console = Console(file=stream or sys.stderr, highlight=False, soft_wrap=True)
+        self.stream = stream or sys.stderr
+        self.console = Console(file=self.stream, highlight=False, soft_wrap=True)
         self.verbose = verbose
+        self.json_events = json_events
+
+    def weights(self, host: str, done: int, total: int, rate: float | None, eta: float | None) -> None:
+        if self.json_events:
+            self.stream.write(json.dumps({"event": "weights_progress", "host": host, "done_bytes": done,
+                                          "total_bytes": total, "bytes_per_s": None if rate is None else round(rate),
+                                          "eta_s": None if eta is None else round(eta)}) + "\n")
+            self.stream.flush()
+            return
+        pct = 100.0 * done / total if total else 100.0
+        speed = "-" if rate is None else f"{rate / 1e6:.1f} MB/s"
+        left = "-" if eta is None else _duration(eta)
+        self.console.print(f"    [blue]weights[/] {host}: {done / 1e9:.2f} / {total / 1e9:.2f} GB ({pct:.0f} %), "
+                           f"{speed}, ETA {left}")
 
     def phase(self, name: str) -> None:
         self.console.print(f"[bold cyan]==>[/] [bold]{name}[/]")
@@ -101,6 +129,20 @@ class _EventCollector:
         self.phase = ""
         self.phase_start = 0.0
         self.task = ""
+        self.weights_first: dict[str, tuple[float, int]] = {}   # host -> (when, bytes) of its first report
+
+    def _weights(self, host: str, res: dict[str, Any]) -> None:
+        try:
+            sample = json.loads(res.get("stdout") or "")
+            done, total = int(sample["done_bytes"]), int(sample["total_bytes"])
+        except (ValueError, TypeError, KeyError):
+            return
+        now = time.monotonic()
+        first_at, first_done = self.weights_first.setdefault(host, (now, done))
+        rate = (done - first_done) / (now - first_at) if now > first_at and done > first_done else None
+        eta = (total - done) / rate if rate else (0.0 if done >= total else None)
+        if self.progress:
+            self.progress.weights(host, done, total, rate, eta)
 
     def _close_phase(self) -> None:
         if self.phase:
@@ -122,8 +164,12 @@ class _EventCollector:
             self.task = data.get("task", "")
             if self.progress:
                 self.progress.task(self.task)
+        elif name == "runner_retry" and data.get("task", "").startswith(WEIGHTS_PROGRESS_TASK):
+            self._weights(data.get("host", "?"), data.get("res", {}) or {})
         elif name in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable", "runner_on_skipped"):
             host = data.get("host", "?")
+            if name == "runner_on_ok" and data.get("task", "").startswith(WEIGHTS_PROGRESS_TASK):
+                self._weights(host, data.get("res", {}) or {})
             counts = self.result.hosts.setdefault(host, HostCounts())
             res = data.get("res", {}) or {}
             if name == "runner_on_ok":

@@ -74,11 +74,13 @@ check_revision = _impl.check_revision
 is_commit = _impl.is_commit
 hash_file = _impl.hash_file
 read_marker = _impl.read_marker
+progress = _impl.progress
 main = _impl.main
 
 __all__ = [
     "SCRIPT", "MARKER", "PROGRESS", "INCOMPLETE", "FileSpec", "Manifest", "Result", "SnapshotStatus", "Counters",
     "WeightsError", "UsageError", "DiskSpaceError", "LockedError", "VerificationError", "fetch", "pull",
     "hub_manifest", "check_snapshot", "snapshot_status", "check_space", "space_needed", "snapshot_dir",
-    "staging_dir", "make_link", "fanout_rounds", "fanout_sources", "HEARTBEAT", "check_revision", "is_commit", "hash_file", "read_marker", "main",
+    "staging_dir", "make_link", "fanout_rounds", "fanout_sources", "HEARTBEAT", "check_revision", "is_commit", "hash_file", "read_marker", "progress",
+    "main",
 ]

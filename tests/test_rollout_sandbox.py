@@ -57,6 +57,11 @@ def test_up_h100x16_rolls_out_a_two_node_replica(h100x16):
         assert any(word in p for p in phases), phases
     assert "TEST DOUBLE" in summary["note"]
     assert "==> " in r.stderr  # live progress per phase on stderr, JSON alone on stdout
+    # the weights phase reported its bytes while the stager downloaded and node1 copied (JSON lines with --json)
+    events = [json.loads(line) for line in r.stderr.splitlines() if line.startswith('{"event": "weights_progress"')]
+    last = {e["host"]: e for e in events}
+    assert set(last) == {"q35-h100x16-node0", "q35-h100x16-node1"}, events
+    assert all(e["done_bytes"] == e["total_bytes"] > 0 for e in last.values())
     # no --revision: the branch head, resolved through the stand-in hub's API, locked in the inventory
     assert summary["revision"]["source"] == "resolved", summary["revision"]
     weights = yaml.safe_load((Path(summary["inventory"]) / "group_vars/qwen35_nodes/weights.yml").read_text())

@@ -903,6 +903,43 @@ def _marker_total(snapdir: Path) -> int:
     return sum(int(f["size"]) for f in m.get("files", []))
 
 
+# ------------------------------------------------------------------------------- progress
+
+def _job_finished(job_file: Path | None) -> bool:
+    """Whether the Ansible async job whose results file this is has ended (async_status's own reading: the
+    file says "started" until the job writes its result over it)."""
+    if job_file is None:
+        return False
+    try:
+        data = json.loads(job_file.read_text())
+    except FileNotFoundError:
+        return True           # no record of it: nothing runs that could still write
+    except (OSError, ValueError):
+        return False          # being written
+    return not isinstance(data, dict) or "started" not in data or bool(data.get("finished"))
+
+
+def progress(root: Path | str, repo: str, commit: str, total_bytes: int, job_file: Path | str | None = None) -> dict[str, Any]:
+    """How far the download or copy of REPO@COMMIT into ROOT has come: the bytes on disk in its staging dir
+    (partial files included) against the listing's total; all of it once the snapshot is published."""
+    root = Path(root)
+    published = read_marker(snapshot_dir(root, repo, commit)) is not None
+    done = 0
+    stage = staging_dir(root, repo, commit)
+    if published:
+        done = total_bytes
+    elif stage.is_dir():
+        for path in stage.rglob("*"):
+            if path.name in (MARKER, PROGRESS, HEARTBEAT) or path.is_symlink() or not path.is_file():
+                continue
+            try:
+                done += path.stat().st_size
+            except OSError:
+                pass          # renamed or removed while we looked
+    return {"done_bytes": min(done, total_bytes), "total_bytes": total_bytes, "published": published,
+            "finished": _job_finished(Path(job_file) if job_file else None)}
+
+
 # ------------------------------------------------------------------------------- copy from a peer
 
 class _Heartbeat:
@@ -1286,6 +1323,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lock-timeout", type=float, default=0)
     s.add_argument("--link-name", default=None, help="branch/tag name to link to the commit (default: the revision)")
 
+    s = sub.add_parser("progress", help="bytes of REPO@COMMIT on disk against TOTAL, and whether the Ansible "
+                                        "async job (its results file) that fetches or pulls it has ended (JSON)")
+    s.add_argument("--root", required=True)
+    s.add_argument("--repo", required=True)
+    s.add_argument("--commit", required=True)
+    s.add_argument("--total-bytes", type=int, required=True)
+    s.add_argument("--job-file", default=None, help="the async job's results file (Ansible's results_file)")
+
     s = sub.add_parser("link", help="point ROOT/REPO/NAME (a branch or tag) at a commit's snapshot")
     s.add_argument("--root", required=True)
     s.add_argument("--repo", required=True)
@@ -1334,6 +1379,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                        reserve_bytes=args.reserve_gb, workers=args.workers, lock_timeout=args.lock_timeout,
                        link_name=args.link_name, follow=args.follow, poll=args.poll,
                        stall_timeout=args.stall_timeout).to_dict()
+        elif args.cmd == "progress":
+            validate_repo_id(args.repo)
+            if not is_commit(args.commit):
+                raise UsageError(f"--commit {args.commit!r}: expected a 40-hex commit")
+            out = progress(args.root, args.repo, args.commit, args.total_bytes, args.job_file)
         elif args.cmd == "link":
             changed = make_link(Path(args.root), args.repo, args.name, args.commit)
             out = {"link": str(repo_dir(Path(args.root), args.repo) / args.name), "commit": args.commit,
