@@ -67,6 +67,8 @@ def _message(res: dict[str, Any]) -> str:
 
 #: The model_weights task that reports, every few seconds, the bytes on disk of a running download or copy
 WEIGHTS_PROGRESS_TASK = "Weights progress"
+#: sglang_server's readiness wait: each look reports /health's answer and the unit's last journal line
+READINESS_TASK = "Wait for /health on replica"
 
 
 def _duration(seconds: float) -> str:
@@ -77,9 +79,10 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-    """Prints what happens on which host while it happens: a line per phase, per change and per failure, and
-    the weights' bytes, rate and ETA per host while they download. With json_events the weights reports are JSON
-    lines ({"event": "weights_progress", ...}) for machines reading the live view."""
+    """Prints what happens on which host while it happens: a line per phase, per change and per failure, the
+    weights' bytes, rate and ETA per host while they download, and what a replica head's journal says while it
+    loads. With json_events those two are JSON lines ({"event": "weights_progress" | "readiness", ...}) for
+    machines reading the live view."""
 
     def __init__(self, stream=None, verbose: bool = False, json_events: bool = False) -> None:
         from rich.console import Console
@@ -101,6 +104,16 @@ class Progress:
         left = "-" if eta is None else _duration(eta)
         self.console.print(f"    [blue]weights[/] {host}: {done / 1e9:.2f} / {total / 1e9:.2f} GB ({pct:.0f} %), "
                            f"{speed}, ETA {left}")
+
+    def waiting(self, host: str, what: str, status: Any, line: str) -> None:
+        if self.json_events:
+            self.stream.write(json.dumps({"event": "readiness", "host": host, "task": what, "status": status,
+                                          "line": line}) + "\n")
+            self.stream.flush()
+            return
+        from rich.markup import escape
+
+        self.console.print(f"    [dim]..[/] {escape(host)}: {escape(what)} ({escape(str(status))}): {escape(line)}")
 
     def phase(self, name: str) -> None:
         self.console.print(f"[bold cyan]==>[/] [bold]{name}[/]")
@@ -130,6 +143,15 @@ class _EventCollector:
         self.phase_start = 0.0
         self.task = ""
         self.weights_first: dict[str, tuple[float, int]] = {}   # host -> (when, bytes) of its first report
+
+    def _readiness(self, host: str, task: str, res: dict[str, Any]) -> None:
+        try:
+            look = json.loads(res.get("stdout") or "")
+        except ValueError:
+            return
+        if self.progress and isinstance(look, dict):
+            what = task.split(" (", 1)[0].replace("Wait for /health on ", "")
+            self.progress.waiting(host, what, look.get("status"), str(look.get("line") or "(no journal line yet)"))
 
     def _weights(self, host: str, res: dict[str, Any]) -> None:
         try:
@@ -166,6 +188,8 @@ class _EventCollector:
                 self.progress.task(self.task)
         elif name == "runner_retry" and data.get("task", "").startswith(WEIGHTS_PROGRESS_TASK):
             self._weights(data.get("host", "?"), data.get("res", {}) or {})
+        elif name == "runner_retry" and data.get("task", "").startswith(READINESS_TASK):
+            self._readiness(data.get("host", "?"), data.get("task", ""), data.get("res", {}) or {})
         elif name in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable", "runner_on_skipped"):
             host = data.get("host", "?")
             if name == "runner_on_ok" and data.get("task", "").startswith(WEIGHTS_PROGRESS_TASK):

@@ -1,6 +1,7 @@
-"""Progress of the weights phase (issue 20): the downloader's `progress` reading of a staging dir and of an async
-job, and the live view turning the role's `Weights progress` reports (ansible-runner's retry events of a real
-ansible-playbook run) into bytes, rate and ETA per host, as text or as JSON lines."""
+"""Progress of the long phases (issue 20): the downloader's `progress` reading of a staging dir and of an async
+job; the live view turning the role's `Weights progress` reports (ansible-runner's retry events of a real
+ansible-playbook run) into bytes, rate and ETA per host, and sglang_server's readiness looks into the journal's
+last line, as text or as JSON lines."""
 
 from __future__ import annotations
 
@@ -74,9 +75,9 @@ CODE = ("import json, sys, pathlib; p = pathlib.Path(sys.argv[1]); n = int(p.rea
         "print(json.dumps({'done_bytes': done, 'total_bytes': 1000, 'finished': done >= 1000}))")
 
 
-def _run(tmp_path, progress):
+def _run(tmp_path, progress, play_text=None):
     play = tmp_path / "progress.yml"
-    play.write_text(PLAY.format(python=sys.executable, code=CODE, counter=tmp_path / "counter"))
+    play.write_text(play_text or PLAY.format(python=sys.executable, code=CODE, counter=tmp_path / "counter"))
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(f"all:\n  hosts:\n    localhost:\n      ansible_python_interpreter: {sys.executable}\n")
     result = run_playbook(str(play), inventory, state_dir=tmp_path / "state", progress=progress)
@@ -101,3 +102,38 @@ def test_with_json_events_each_report_is_a_json_line(tmp_path):
         ("weights_progress", "localhost", 200, 1000), ("weights_progress", "localhost", 600, 1000),
         ("weights_progress", "localhost", 1000, 1000)]
     assert events[0]["bytes_per_s"] is None and events[1]["bytes_per_s"] > 0 and events[2]["eta_s"] == 0
+
+
+# sglang_server's readiness look: /health's answer and the journal's last line, until 200.
+READY_PLAY = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Wait for /health on replica 0 (its journal's last line meanwhile)
+      ansible.builtin.command:
+        argv: [{python}, -c, "{code}", {counter}]
+      register: look
+      until: (look.stdout | from_json).status == 200
+      retries: 10
+      delay: 1
+      changed_when: false
+"""
+READY_CODE = ("import json, sys, pathlib; p = pathlib.Path(sys.argv[1]); n = int(p.read_text()) + 1 "
+              "if p.exists() else 1; p.write_text(str(n)); print(json.dumps({'status': 200 if n >= 3 else 503, "
+              "'line': f'Load weight begin. shard {n} of 2'}))")
+
+
+def test_while_a_head_loads_the_live_view_shows_its_journals_last_line(tmp_path):
+    play = READY_PLAY.format(python=sys.executable, code=READY_CODE, counter=tmp_path / "counter")
+    out = io.StringIO()
+    _run(tmp_path, Progress(stream=out), play)
+    lines = [line.strip() for line in out.getvalue().splitlines() if line.strip().startswith("..")]
+    assert lines == [".. localhost: replica 0 (503): Load weight begin. shard 1 of 2",
+                     ".. localhost: replica 0 (503): Load weight begin. shard 2 of 2"]
+    out = io.StringIO()
+    (tmp_path / "counter").unlink()
+    _run(tmp_path, Progress(stream=out, json_events=True), play)
+    events = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
+    assert [(e["event"], e["host"], e["task"], e["status"]) for e in events] == [
+        ("readiness", "localhost", "replica 0", 503)] * 2
