@@ -192,6 +192,8 @@ def start_services(name: str, repo: str, progress=lambda _m: None) -> SandboxSer
         # answers within seconds (a real server's 10 s polls would be most of the wait here)
         "sglang_server_ready_timeout": 300,
         "sglang_server_ready_delay": 2,
+        # the stand-in hub's checkpoint takes seconds: report its progress every second, not every 5
+        "model_weights_progress_interval": 1,
         # the router's Python packages from wheels fetched on the host (the nodes reach no package index)
         "sglang_router_pip_wheelhouse": str(router_wheels),
         # NCCL needs GPUs; the role's CPU (gloo) path is tested by its Molecule scenario
