@@ -281,9 +281,14 @@ def _driver_by_group(args, inventory: Path, name: str, extravars: dict[str, Any]
                 f"{args.driver_version} installed while drained; serving on the driver it loaded until a reboot"
                 f"{' (pending on ' + ', '.join(pending) + ')' if pending else ''}, smoke-checked, back in service")})
             continue
-        aftermath = (result.facts.get("localhost") or {}).get("driver_aftermath") or {}
-        back = aftermath.get("undrained") or []
-        still = [u for u in aftermath.get("drained") or [] if u not in back]
+        drained = sorted({u for facts in result.facts.values() for u in facts.get("drained_heads") or []})
+        back: list[str] = []
+        if drained and not args.reboot:
+            # the servers never stopped: back into the router, on the driver they loaded
+            undrain = run_playbook("undrain.yml", inventory, state_dir=state_root() / name, envvars=envvars,
+                                   extravars={**extravars, "qwen35_undrain_urls": drained}, progress=progress)
+            back = list((undrain.facts.get("localhost") or {}).get("undrained") or [])
+        still = [u for u in drained if u not in back]
         data["groups"].append({**step, "status": "failed", "detail": (
             f"{what} out of service (drained, units stopped) until this is fixed; running the same command again "
             "resumes (a reboot still pending is done then)" if args.reboot else
