@@ -73,6 +73,19 @@ def deployed(h200x8_deployed, sandbox_env):
     return env, Path(summary["inventory"]), running_image(0)
 
 
+def test_the_servers_and_the_gateway_listen_on_the_nodes_own_address_only(deployed):
+    """The plan binds the cluster address (the default): SGLang's ports and the gateway's client and metrics
+    ports are bound to the node's fleet address, none to every interface."""
+    env, inventory, _ = deployed
+    hosts = yaml.safe_load((inventory / "hosts.yml").read_text())["all"]["children"]["qwen35_nodes"]["hosts"]
+    [address] = [h["ansible_host"] for h in hosts.values()]
+    listening = podman(["exec", NODE, "ss", "-Hltn"], check=False).stdout.split("\n")
+    local = {line.split()[3] for line in listening if len(line.split()) > 3}
+    for port in (30000, 30001, 30080, 29000):
+        assert f"{address}:{port}" in local, (port, sorted(local))
+        assert not {f"0.0.0.0:{port}", f"*:{port}", f"[::]:{port}"} & local, (port, sorted(local))
+
+
 def test_upgrade_moves_every_replica_to_the_new_image(deployed):
     env, inventory, original = deployed
     new = variant("next")
