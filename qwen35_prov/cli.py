@@ -64,8 +64,8 @@ def add_plan_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cuda-ipc-transport", action="store_true",
                    help="set SGLANG_USE_CUDA_IPC_TRANSPORT=1 (faster multimodal TTFT, more memory; NVIDIA)")
     g.add_argument("--bind", choices=("cluster", "all"), default="cluster",
-                   help="where SGLang listens: cluster = each node's own address from the fleet, the one its peers "
-                        "and the gateway use (default); all = every interface (0.0.0.0)")
+                   help="where SGLang and the gateway listen: cluster = each node's own address from the fleet, "
+                        "the one its peers and the gateway use (default); all = every interface (0.0.0.0)")
     g.add_argument("--kv-offload", nargs="?", const="hicache", default="disabled", choices=("disabled", "hicache"),
                    help="offload KV cache to host memory (HiCache) where the recipe offers it (397b FP4 on MI355X); "
                         "--kv-offload alone means hicache (default disabled)")
