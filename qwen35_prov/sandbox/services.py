@@ -28,7 +28,7 @@ SERVICE_LIFETIME = 4 * 3600
 HUB_TOKEN = "hf_qwen35_sandbox_TEST_DOUBLE_not_a_secret"
 HUB_CHECKPOINT_MB = 8
 HUGGINGFACE_HUB_VERSION = "2.4.0"
-ROUTER_VERSION = "0.3.2"  # roles/sglang_router/defaults/main.yml
+ROUTER_PACKAGE, ROUTER_VERSION = "smg", "1.13.0"  # roles/sglang_router/defaults/main.yml
 DOCKER_IN_NODE = {"exec-opts": ["native.cgroupdriver=systemd"], "default-cgroupns-mode": "private"}
 
 
@@ -138,15 +138,15 @@ def _hub(name: str, gw: str, repo: str, progress) -> tuple[str, str, Path]:
 
 
 def _router_wheelhouse(progress) -> Path:
-    """sglang-router and its dependencies as wheels: the nodes reach no package index from here."""
+    """The gateway (smg) and its dependencies as wheels: the nodes reach no package index from here."""
     from .podman import REPO_ROOT as repo
 
-    version = ROUTER_VERSION
-    wheels = repo / ".cache" / "sglang-router-wheelhouse" / version
-    if not any(wheels.glob(f"sglang_router-{version}-*.whl")):
-        progress(f"downloading sglang-router {version} wheels for the nodes")
+    package, version = ROUTER_PACKAGE, ROUTER_VERSION
+    wheels = repo / ".cache" / "router-wheelhouse" / f"{package}-{version}"
+    if not any(wheels.glob(f"{package.replace('-', '_')}-{version}-*.whl")):
+        progress(f"downloading {package} {version} wheels for the nodes")
         _run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--only-binary=:all:",
-              "--python-version", "3.11", "-d", str(wheels), f"sglang-router=={version}"], "downloading sglang-router")
+              "--python-version", "3.11", "-d", str(wheels), f"{package}=={version}"], f"downloading {package}")
     return wheels
 
 

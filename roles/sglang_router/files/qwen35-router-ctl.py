@@ -15,9 +15,14 @@ Commands (the configuration is /etc/qwen35-prov/router.json: {"router": URL, "wo
   status                 the gateway's workers as JSON: url, healthy, registered, drained
   reconcile              add missing workers, remove drained and foreign ones; prints what it did; exit 0
   watch [--interval S]   reconcile forever
-  drain URL [--wait S]   stop routing to a worker (for a rolling upgrade): remembered until undrain
-  undrain URL            route to it again
+  drain URL [--wait S]   stop routing to a worker (for a rolling upgrade): remembered until undrain; returns
+                         once the gateway no longer lists it
+  undrain URL [--wait S] route to it again; returns once the gateway lists it healthy (exit 1 after S seconds)
 Drained workers are listed in /var/lib/qwen35-prov/router-drained.json.
+
+The gateway's control plane may work in the background (smg answers 202 and registers or removes the worker a
+moment later; 409 while a change of that worker is pending): every command asks once and then looks until the
+gateway shows the result, never sending the same change twice.
 """
 
 from __future__ import annotations
@@ -87,6 +92,28 @@ def registered(router: str) -> dict:
     return {w["url"].rstrip("/"): w for w in call("GET", f"{router}/workers").get("workers", [])}
 
 
+def remove(router: str, worker: dict) -> None:
+    try:
+        call("DELETE", f"{router}/workers/{worker['id']}")
+    except urllib.error.HTTPError as exc:
+        if exc.code not in (404, 409):   # gone already, or its removal is pending
+            raise
+
+
+def add(router: str, url: str) -> bool:
+    """Ask the gateway to register URL; False when a change of that worker is still pending (409)."""
+    body = {"url": url}
+    if AUTH.get("api_key"):
+        body["api_key"] = AUTH["api_key"]  # what the gateway sends to this worker itself
+    try:
+        call("POST", f"{router}/workers", body)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 409:
+            return False
+        raise
+    return True
+
+
 def reconcile(cfg: dict, drained_urls: list, only: str | None = None) -> list:
     """Add missing workers, remove drained and foreign ones (ONLY: just that worker); the actions taken."""
     router = cfg["router"].rstrip("/")
@@ -95,7 +122,7 @@ def reconcile(cfg: dict, drained_urls: list, only: str | None = None) -> list:
     planned = {url.rstrip("/") for url in cfg["workers"]}
     for url, worker in have.items():
         if only is None and url not in planned:
-            call("DELETE", f"{router}/workers/{worker['id']}")
+            remove(router, worker)
             actions.append(f"removed {url}: not a replica head of this deployment")
     for url in cfg["workers"]:
         url = url.rstrip("/")
@@ -103,13 +130,9 @@ def reconcile(cfg: dict, drained_urls: list, only: str | None = None) -> list:
             continue
         if url in drained_urls:
             if url in have:
-                call("DELETE", f"{router}/workers/{have[url]['id']}")
+                remove(router, have[url])
                 actions.append(f"removed drained {url}")
-        elif url not in have:
-            body = {"url": url}
-            if AUTH.get("api_key"):
-                body["api_key"] = AUTH["api_key"]  # what the gateway sends to this worker itself
-            call("POST", f"{router}/workers", body)
+        elif url not in have and add(router, url):
             actions.append(f"added {url}")
     return actions
 
@@ -129,6 +152,7 @@ def main(argv=None) -> int:
     d.add_argument("--wait", type=float, default=30.0, help="seconds to wait until the gateway no longer lists it")
     u = sub.add_parser("undrain")
     u.add_argument("url")
+    u.add_argument("--wait", type=float, default=120.0, help="seconds to wait until the gateway lists it healthy")
     args = p.parse_args(argv)
     cfg = load_config(args.config)
     AUTH.update(load_keys(args.keys_file))
@@ -163,28 +187,38 @@ def main(argv=None) -> int:
     urls = drained(args.drained_file)
     # drain and undrain touch their worker only (the watch keeps the others); the gateway may answer 404 for a
     # worker the watch re-registered a moment ago (a new id): look again
+    deadline = time.monotonic() + args.wait
     if args.cmd == "drain":
         save_drained(args.drained_file, urls + [url])
-        deadline = time.monotonic() + args.wait
+        asked: set = set()   # worker ids whose removal was asked (a re-registration gets a new id)
         while True:
-            try:
-                for action in reconcile(cfg, urls + [url], only=url):
-                    log(action)
-            except urllib.error.HTTPError as exc:
-                log(f"the gateway answered {exc}; looking again")
-            if url not in registered(router):
+            worker = registered(router).get(url)
+            if worker is None:
                 break
+            if worker["id"] not in asked:
+                remove(router, worker)
+                asked.add(worker["id"])
+                log(f"removing {url}")
             if time.monotonic() > deadline:
                 raise SystemExit(f"{url} is still listed by the gateway after {args.wait:g} s")
             time.sleep(0.5)
         log(f"drained {url}")
         return 0
     save_drained(args.drained_file, [u for u in urls if u != url])
-    try:
-        for action in reconcile(cfg, [u for u in urls if u != url], only=url):
-            log(action)
-    except urllib.error.HTTPError as exc:
-        log(f"the gateway answered {exc}; the watch adds {url} on its next round")
+    asked_add = False
+    while True:
+        worker = registered(router).get(url)
+        if worker is not None and worker.get("is_healthy"):
+            break
+        if worker is None and not asked_add:
+            asked_add = add(router, url)
+            if asked_add:
+                log(f"adding {url}")
+        if time.monotonic() > deadline:
+            print(f"qwen35-router-ctl: {url} is not listed healthy by the gateway after {args.wait:g} s "
+                  f"({'listed, unhealthy' if worker else 'not listed'}); the watch keeps adding it", file=sys.stderr)
+            return 1
+        time.sleep(0.5)
     log(f"undrained {url}")
     return 0
 

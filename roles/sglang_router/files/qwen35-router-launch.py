@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""qwen35-router-launch: start the SGLang Model Gateway (sglang-router) with its keys read from a file
+"""qwen35-router-launch: start the SGLang Model Gateway (smg, or sglang-router up to 0.3.2) with its keys read from a file
 (installed by roles/sglang_router; run with the gateway's virtual environment's Python).
 
   qwen35-router-launch --keys-file FILE [launch_router options...]
@@ -7,7 +7,8 @@
 FILE is JSON {"api_key": ..., "admin_api_key": ...}, readable only by the gateway's user. The keys become
 launch_router's --api-key (clients must send it; it is also what the gateway sends to the workers) and
 --control-plane-api-keys (the admin key: /workers and the other control-plane endpoints), inside this process:
-they never appear in a command line, a unit file or `ps` (the gateway renames its process sglang::router).
+they never appear in a command line, a unit file or `ps` (the gateway renames its process smg::router, or
+sglang::router).
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ def main(argv: list) -> int:
     except (OSError, ValueError) as exc:
         print(f"qwen35-router-launch: cannot read the keys file {argv[1]}: {exc}", file=sys.stderr)
         return 1
-    from sglang_router.launch_router import launch_router, parse_router_args
+    try:
+        from smg.launch_router import launch_router, parse_router_args
+    except ImportError:   # the package's name up to 0.3.2
+        from sglang_router.launch_router import launch_router, parse_router_args
 
     launch_router(parse_router_args(argv[2:] + key_args(keys)))
     return 0
