@@ -264,3 +264,23 @@ def test_the_readiness_report_redacts_the_keys_sglang_logs_at_start():
     redacted = F.sglang_server_redact(journal, ["k1k1k1k1", "a2a2a2a2", ""])
     assert "k1k1k1k1" not in redacted and "a2a2a2a2" not in redacted and "'port': 30000" in redacted
     assert F.sglang_server_redact(journal, []) == journal
+
+
+def test_the_compile_caches_live_on_the_host_and_the_plan_env_wins():
+    launch = _launch("h200x8")
+    plain = _run(launch, [])
+    assert not any("SGLANG_CACHE_DIR" in a for a in plain)
+    run = F.sglang_server_run_argv(
+        launch, docker="/usr/bin/docker", name="qwen35-sglang-r0", image="lmsysorg/sglang:v0.5.23", device_args=[],
+        vendor_args=[], shm_size="32g", weights_dir="/var/lib/qwen35-prov/models",
+        env_file="/etc/qwen35-prov/qwen35-sglang.env", env={"SGLANG_DG_CACHE_DIR": "/elsewhere"},
+        cache_dir="/var/cache/qwen35-prov/sglang")
+    image = run.index("lmsysorg/sglang:v0.5.23")
+    wrapping = run[:image]
+    assert "/var/cache/qwen35-prov/sglang:/var/cache/qwen35-prov/sglang" in wrapping
+    assert "SGLANG_CACHE_DIR=/var/cache/qwen35-prov/sglang/sglang" in wrapping
+    assert "FLASHINFER_WORKSPACE_BASE=/var/cache/qwen35-prov/sglang/flashinfer" in wrapping
+    assert "SGLANG_DG_CACHE_DIR=/elsewhere" in wrapping           # a value the plan or inventory set is kept
+    assert run[image + 1:] == list(launch["argv"])                # the plan's command unchanged after the image
+    assert F.sglang_server_cache_dirs("/c") == ["/c/sglang", "/c/deep_gemm", "/c/flashinfer"]
+    assert F.sglang_server_cache_dirs("") == []

@@ -56,10 +56,21 @@ def sglang_server_env_conflicts(extra, launch_env) -> list:
     return sorted(str(k) for k, v in (extra or {}).items() if str(k) in launch_env and launch_env[str(k)] != str(v))
 
 
+#: SGLang's compile and autotune caches (SGLang 0.5.23 reads these; upstream's agentic recipes set them): kept on
+#: the host under the role's cache folder, so a restarted server skips the compilation
+CACHE_ENV = {"SGLANG_CACHE_DIR": "sglang", "SGLANG_DG_CACHE_DIR": "deep_gemm", "FLASHINFER_WORKSPACE_BASE": "flashinfer"}
+
+
+def sglang_server_cache_dirs(cache_dir) -> list:
+    """The host folders of the persistent caches (empty when the role keeps none)."""
+    return [f"{cache_dir}/{sub}" for sub in CACHE_ENV.values()] if cache_dir else []
+
+
 def sglang_server_run_argv(launch, *, docker, name, image, device_args, vendor_args, shm_size, weights_dir,
-                           env_file, env, extra_args=(), auth_file="") -> list:
+                           env_file, env, extra_args=(), auth_file="", cache_dir="") -> list:
     """`docker run ...` for one launch: the container wrapping, then the image, then the plan's argv unchanged,
-    then `--config AUTH_FILE` when the server has API keys (the file is mounted read-only at the same path)."""
+    then `--config AUTH_FILE` when the server has API keys (the file is mounted read-only at the same path).
+    CACHE_DIR (a host folder) is mounted read-write at the same path and holds the compile caches (CACHE_ENV)."""
     argv = [str(a) for a in launch["argv"]]
     if not argv:
         raise ValueError(f"launch of replica {launch.get('replica')} has an empty argv")
@@ -70,6 +81,9 @@ def sglang_server_run_argv(launch, *, docker, name, image, device_args, vendor_a
     cmd += ["-v", f"{weights_dir}:{weights_dir}:ro", "--env-file", env_file]
     if auth_file:
         cmd += ["-v", f"{auth_file}:{auth_file}:ro"]
+    if cache_dir:
+        cmd += ["-v", f"{cache_dir}:{cache_dir}"]
+        env = {**{key: f"{cache_dir}/{sub}" for key, sub in CACHE_ENV.items()}, **env}
     for key, value in sorted(env.items()):
         cmd += ["-e", f"{key}={value}"]
     cmd += [str(a) for a in extra_args]
@@ -128,5 +142,6 @@ class FilterModule:
             "sglang_server_env_conflicts": sglang_server_env_conflicts,
             "sglang_server_run_argv": sglang_server_run_argv,
             "sglang_server_units": sglang_server_units,
+            "sglang_server_cache_dirs": sglang_server_cache_dirs,
             "sglang_server_wait_argv": sglang_server_wait_argv,
         }
