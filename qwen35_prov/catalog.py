@@ -90,6 +90,7 @@ class RecipeBook:
     entrypoint: tuple[str, ...]
     assumed_mem_fraction_static: float
     dist_init_port: int
+    default_loader_threads: int
     matrix: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]]
     rules: tuple[Rule, ...]
     offered: Mapping[str, tuple[Mapping[str, Any], ...]] = field(default_factory=dict)
@@ -266,6 +267,7 @@ def parse_recipes(doc: Mapping[str, Any], gpus: Mapping[str, Gpu], models: Mappi
         entrypoint=tuple(_require("recipes.yaml", doc, "entrypoint", list)),
         assumed_mem_fraction_static=_require("recipes.yaml", doc, "assumed_mem_fraction_static", float),
         dist_init_port=_require("recipes.yaml", doc["multinode"], "dist_init_port", int),
+        default_loader_threads=_require("recipes.yaml", doc, "default_loader_threads", int),
         matrix=matrix,
         rules=tuple(rules),
         offered=offered,

@@ -69,9 +69,10 @@ def launch_for_node(*, recipes: RecipeBook, gpu: Gpu, model: Model, precision: s
               "dist_init_addr": f"{dist_init_host}:{dist_init_port}", **parsers}
     recipe_flags, env, applied = apply_rules(recipes.rules, facts, values)
     argv = [*recipes.entrypoint, "--model-path", model_path, "--served-model-name", repo, *recipe_flags]
-    loader = {"enable_multithread_load": "true", "num_threads": options.loader_threads}
-    argv += ["--context-length", str(options.context_length),
-             "--model-loader-extra-config", json.dumps(loader, separators=(",", ":"))]
+    argv += ["--context-length", str(options.context_length)]
+    if options.loader_threads != recipes.default_loader_threads:
+        loader = {"enable_multithread_load": "true", "num_threads": options.loader_threads}
+        argv += ["--model-loader-extra-config", json.dumps(loader, separators=(",", ":"))]
     if gpu.mm_attention_backend:
         argv += ["--mm-attention-backend", gpu.mm_attention_backend]
     host = node_address if options.bind == "cluster" else "0.0.0.0"

@@ -177,3 +177,9 @@ def test_bind_choices():
 
     with pytest.raises(UserError, match="allowed cluster, all"):
         PlanOptions(bind="public")
+
+
+def test_the_loader_config_only_where_it_differs_from_sglangs_default_of_8_threads():
+    assert "--model-loader-extra-config" not in argv_of("h200x8", loader_threads=8)
+    assert json.loads(value(argv_of("h200x8", loader_threads=16), "--model-loader-extra-config")) == {
+        "enable_multithread_load": "true", "num_threads": 16}

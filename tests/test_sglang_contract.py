@@ -107,7 +107,11 @@ def test_every_rendered_command_parses(parser, sglang_warnings):
             assert args.port == node.port
             if p.mem_fraction is not None:
                 assert args.mem_fraction_static == p.mem_fraction
-            assert json.loads(args.model_loader_extra_config)["enable_multithread_load"] == "true"
+            if options.loader_threads != load_catalog().recipes.default_loader_threads:
+                assert json.loads(args.model_loader_extra_config) == {"enable_multithread_load": "true",
+                                                                      "num_threads": options.loader_threads}
+            else:
+                assert args.model_loader_extra_config in (None, "{}")
             checked += 1
     # 8 models, every precision and GPU the matrix lists, MTP on and off, two cluster sizes, every node
     assert checked > 300, checked
