@@ -89,7 +89,9 @@ def test_bench_runs_in_the_replica_container_and_passes(replica, tmp_path):
     # the double echoes what it was run with and what the replica answered on /server_info
     assert (record["max_concurrency"], record["random_input_len"], record["random_range_ratio"]) == (1, 1000, 0.0)
     assert record["server_info"]["tp_size"] == 8 and record["server_info"]["standin"]["test_double"] is True
-    assert "benchmark_args=Namespace(backend='sglang', host='127.0.0.1', port=30000" in (raw / "latency.log").read_text()
+    # the clients reach the head where it listens: its own fleet address (the plan binds the cluster address)
+    address = bench.deployment_of(replica, 0).address
+    assert f"benchmark_args=Namespace(backend='sglang', host='{address}', port=30000" in (raw / "latency.log").read_text()
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "bench.json").read_text())["status"] == "pass"
     assert json.loads((out / "runs.json").read_text())["qwen35_bench_runs"][0]["argv"][:3] == [
