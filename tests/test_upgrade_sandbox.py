@@ -45,9 +45,11 @@ def running_image(replica):
 
 
 def healthy(replica):
+    """Replica REPLICA's /health, asked on the node at the address the plan binds (the node's own)."""
     port = 30000 + replica
+    address = podman(["exec", NODE, "hostname", "--all-ip-addresses"], check=False).stdout.split()[0]
     out = podman(["exec", NODE, "python3", "-c",
-                  f"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{port}/health', timeout=5).status)"],
+                  f"import urllib.request; print(urllib.request.urlopen('http://{address}:{port}/health', timeout=5).status)"],
                  check=False)
     return out.stdout.strip() == "200"
 
