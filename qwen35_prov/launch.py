@@ -6,14 +6,25 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 from .catalog import Gpu, Model, RecipeBook
 from .options import PlanOptions
 from .rules import apply_rules
 
-if TYPE_CHECKING:
-    from .planner import Replica
+
+@dataclass(frozen=True)
+class Replica:
+    """One SGLang server of the layout: its nodes (head first), the GPUs it uses on each, its HTTP port."""
+
+    index: int
+    node_indexes: tuple[int, ...]
+    gpu_ids: tuple[int, ...]
+    port: int
+
+    @property
+    def head(self) -> int:
+        return self.node_indexes[0]
 
 
 @dataclass(frozen=True)
@@ -53,7 +64,7 @@ class NodeLaunch:
 
 def launch_for_node(*, recipes: RecipeBook, gpu: Gpu, model: Model, precision: str, options: PlanOptions,
                     repo: str, model_path: str, tp: int, ep: int | None, mem: float | None, mamba_v2: bool,
-                    replica: "Replica", node_rank: int, node_index: int, node_name: str, node_address: str,
+                    replica: Replica, node_rank: int, node_index: int, node_name: str, node_address: str,
                     dist_init_host: str, dist_init_port: int) -> NodeLaunch:
     nnodes = len(replica.node_indexes)
     parsers = {"reasoning_parser": recipes.parsers["reasoning"] if options.reasoning_parser else None,

@@ -9,22 +9,10 @@ from typing import Sequence
 from .catalog import Catalog, Cell, Gpu, Model, load_catalog
 from .cluster import ClusterSpec, parse_cluster
 from .errors import UserError
-from .launch import NodeLaunch, launch_for_node
+from .launch import NodeLaunch, Replica, launch_for_node
 from .memory import MemoryFit, memory_fit
 from .options import PlanOptions
 from .rules import condition_matches
-
-
-@dataclass(frozen=True)
-class Replica:
-    index: int
-    node_indexes: tuple[int, ...]
-    gpu_ids: tuple[int, ...]
-    port: int
-
-    @property
-    def head(self) -> int:
-        return self.node_indexes[0]
 
 
 @dataclass(frozen=True)

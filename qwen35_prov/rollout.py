@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from .errors import UserError
+from .pins import apply_overrides
 from .runner import ROLES, Progress, RunResult, run_playbook, summarize
 
 
@@ -176,7 +177,6 @@ def cmd_up(args: argparse.Namespace) -> int:
         inventory = write_inventory(args.cluster, fleet, target, options,
                                     gpus_per_node=args.gpus_per_node, weights_dir_given=weights_dir_given)
         if extravars:
-            from .upgrade import apply_overrides
 
             apply_overrides(extravars, inventory)  # an image `upgrade` pinned wins over the sandbox's stand-in
         progress.console.print(f"    inventory: {inventory}" + (" (dry run: a scratch copy; the stored one is not "
@@ -204,7 +204,6 @@ def _run_read(args: argparse.Namespace, playbook: str,
     if _is_sandbox(name):
         plan_vars = _read_yaml(inventory / "group_vars" / "qwen35_nodes" / "plan.yml")["qwen35_plan"]
         services = sandbox_extravars(name, plan_vars["model_repo"])
-        from .upgrade import apply_overrides
 
         extravars, envvars = {**apply_overrides(dict(services.extravars), inventory), **extravars}, services.env
     result = run_playbook(playbook, inventory, state_dir=state_root() / name, extravars=extravars,

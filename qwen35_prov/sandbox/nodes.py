@@ -32,6 +32,7 @@ from ..catalog import load_catalog
 from ..cluster import ClusterSpec, parse_cluster
 from ..errors import UserError
 from .image import ensure_image
+from .names import network_name, node_name, sandbox_root
 from .podman import LABEL, PREFIX, REPO_ROOT, exec_in, exists, podman, podman_json, require_podman
 
 CLUSTER_LABEL = "qwen35.cluster"
@@ -78,23 +79,10 @@ class Sandbox:
         return asdict(self)
 
 
-def sandbox_root() -> Path:
-    """Where sandboxes keep their keys and fleet files (QWEN35_SANDBOX_DIR overrides <repo>/.sandbox)."""
-    return Path(os.environ.get("QWEN35_SANDBOX_DIR") or REPO_ROOT / ".sandbox")
-
-
 def check_name(name: str) -> str:
     if not _NAME.match(name):
         raise UserError(f"sandbox name {name!r}: use 1-40 of a-z, 0-9 and '-', starting with a letter or digit")
     return name
-
-
-def network_name(name: str) -> str:
-    return f"{PREFIX}{name}"
-
-
-def node_name(name: str, index: int) -> str:
-    return f"{PREFIX}{name}-node{index}"
 
 
 # ---------------------------------------------------------------------------------------------- status

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from .nodes import network_name, sandbox_root
+from .names import network_name, sandbox_root
 from .podman import REPO_ROOT, podman
 
 SERVICE_LIFETIME = 4 * 3600
