@@ -66,6 +66,9 @@ def add_plan_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bind", choices=("cluster", "all"), default="cluster",
                    help="where SGLang and the gateway listen: cluster = each node's own address from the fleet, "
                         "the one its peers and the gateway use (default); all = every interface (0.0.0.0)")
+    g.add_argument("--router-host", metavar="NODE",
+                   help="the node the gateway runs on when the cluster holds several replicas (default: the first "
+                        "replica head)")
     g.add_argument("--kv-offload", nargs="?", const="hicache", default="disabled", choices=("disabled", "hicache"),
                    help="offload KV cache to host memory (HiCache) where the recipe offers it (397b FP4 on MI355X); "
                         "--kv-offload alone means hicache (default disabled)")
@@ -85,7 +88,7 @@ def plan_options_from(args: argparse.Namespace):
         tool_call_parser=args.tool_call_parser, mamba_cache=args.mamba_cache, context_length=args.context_length,
         loader_threads=args.loader_threads, port=args.port, dist_init_port=args.dist_init_port,
         revision=args.revision, weights_dir=args.weights_dir, cuda_ipc_transport=args.cuda_ipc_transport,
-        api_key=args.api_key, kv_offload=args.kv_offload, bind=args.bind,
+        api_key=args.api_key, kv_offload=args.kv_offload, bind=args.bind, router_host=args.router_host,
     )
 
 

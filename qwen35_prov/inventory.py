@@ -39,7 +39,7 @@ from .plan_output import plan_to_dict
 from .planner import Plan, plan
 
 MANIFEST = ".qwen35-prov-inventory.json"
-NODE_GROUP, HEAD_GROUP, WORKER_GROUP = "qwen35_nodes", "qwen35_heads", "qwen35_workers"
+NODE_GROUP, HEAD_GROUP, WORKER_GROUP, ROUTER_GROUP = "qwen35_nodes", "qwen35_heads", "qwen35_workers", "qwen35_router"
 VENDOR_GROUPS = {"nvidia": "qwen35_nvidia", "amd": "qwen35_amd"}
 REPLICA_GROUP = "qwen35_replica_{}"
 GROUP_VARS_FILES = ("plan", "drivers", "container_runtime", "weights", "server")
@@ -80,7 +80,7 @@ _OPTION_FLAGS = (  # PlanOptions field -> how the CLI spells it
     ("mamba_cache", "--mamba-cache"), ("context_length", "--context-length"),
     ("loader_threads", "--loader-threads"), ("port", "--port"), ("dist_init_port", "--dist-init-port"),
     ("revision", "--revision"), ("weights_dir", "--weights-dir"), ("cuda_ipc_transport", "--cuda-ipc-transport"),
-    ("api_key", "--api-key"), ("kv_offload", "--kv-offload"), ("bind", "--bind"),
+    ("api_key", "--api-key"), ("kv_offload", "--kv-offload"), ("bind", "--bind"), ("router_host", "--router-host"),
 )
 
 
@@ -162,7 +162,8 @@ def build_inventory(selection: Selection, the_plan: Plan, command: str,
               f"x TP {the_plan.tp} over {the_plan.nodes_per_replica} node(s) each")
 
     groups: dict[str, Any] = {NODE_GROUP: {"hosts": {h.name: _connection_vars(h) for h in hosts}},
-                              HEAD_GROUP: _group(heads), WORKER_GROUP: _group(workers)}
+                              HEAD_GROUP: _group(heads), WORKER_GROUP: _group(workers),
+                              ROUTER_GROUP: _group([the_plan.router["host"]] if the_plan.router else [])}
     for vendor, group in VENDOR_GROUPS.items():
         groups[group] = _group(names if gpu.vendor == vendor else [])
     for replica in the_plan.replicas:

@@ -31,9 +31,6 @@ from .errors import UserError
 NODE_EXPORTER_PORT = 9100
 DCGM_EXPORTER_PORT = 9400
 AMD_EXPORTER_PORT = 5000
-# The SGLang Model Gateway's own metrics (roles/sglang_router: sglang_router_prometheus_port, on the first head
-# unless qwen35_router_host says otherwise), deployed when the plan has more than one replica.
-ROUTER_PROMETHEUS_PORT = 29000
 
 
 @dataclass
@@ -153,13 +150,14 @@ def scrape_config(cluster: str, nodes: list[Node], *, scrape_interval: str = "15
             "scrape_configs": jobs}
 
 
-def router_target(nodes: list[Node], plan_vars: dict[str, Any], port: int) -> tuple[str, int] | None:
-    """The gateway's metrics address when the plan has several replicas (playbooks/router.yml deploys it on the
-    first replica head)."""
-    if int(plan_vars.get("qwen35_plan", {}).get("replicas", 1)) < 2 or port == 0:
+def router_target(nodes: list[Node], plan_vars: dict[str, Any], port: int | None) -> tuple[str, int] | None:
+    """The gateway's metrics address when the plan has one (its `router`: the node and metrics port; PORT, when
+    given, replaces the port; 0 leaves the gateway out)."""
+    router = plan_vars.get("qwen35_plan", {}).get("router")
+    if not router or port == 0:
         return None
-    heads = [n for n in nodes if any(x.is_head for x in n.launches)]
-    return (heads[0].address, port) if heads else None
+    address = next((n.address for n in nodes if n.name == router["host"]), router["host"])
+    return address, int(port or router["metrics_port"])
 
 
 def render(config: dict[str, Any], command: str) -> str:
@@ -177,7 +175,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     inventory, _ = resolve_inventory(args)
     cluster, nodes, plan_vars = read_inventory_full(inventory)
     for port, flag in ((args.node_exporter_port, "--node-exporter-port"), (args.dcgm_port, "--dcgm-port"),
-                       (args.amd_port, "--amd-port"), (args.router_port or 1, "--router-port")):
+                       (args.amd_port, "--amd-port"), (args.router_port if args.router_port else 1, "--router-port")):
         if not 0 < port < 65536:
             raise UserError(f"{flag} {port}: not a TCP port")
     config = scrape_config(cluster, nodes, scrape_interval=args.scrape_interval,
@@ -213,7 +211,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dcgm-port", type=int, default=DCGM_EXPORTER_PORT, help="NVIDIA DCGM exporter, default 9400")
     p.add_argument("--amd-port", type=int, default=AMD_EXPORTER_PORT,
                    help="AMD Device Metrics Exporter, default 5000")
-    p.add_argument("--router-port", type=int, default=ROUTER_PROMETHEUS_PORT,
-                   help="the SGLang Model Gateway's metrics port on the first head, scraped when the plan has "
-                        "several replicas (default 29000; 0 leaves it out)")
+    p.add_argument("--router-port", type=int, default=None,
+                   help="the SGLang Model Gateway's metrics port, scraped on the node the plan puts it on when it "
+                        "has several replicas (default: the plan's, 29000; 0 leaves it out)")
     p.set_defaults(func=cmd_metrics)

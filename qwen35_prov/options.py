@@ -14,6 +14,8 @@ MIN_CONTEXT_LENGTH = 131_072  # the cookbook: keep at least 128K so thinking has
 MAX_CONTEXT_LENGTH = 262_144  # native context; longer needs rope scaling this toolkit does not configure
 MAMBA_CACHE_CHOICES = ("v1", "v2")
 KV_OFFLOAD_CHOICES = ("disabled", "hicache")
+#: The gateway in front of several replicas: its client and metrics ports (the heads use 30000 and up)
+ROUTER_PORT, ROUTER_METRICS_PORT = 30080, 29000
 #: Where SGLang listens: each node's own (fleet) address, the one its peers and the gateway reach, or every
 #: interface
 BIND_CHOICES = ("cluster", "all")
@@ -64,6 +66,7 @@ class PlanOptions:
     revision: str | None = None
     api_key: bool = True  # the HTTP API needs the deployment's key (the keys live on the controller, not here)
     kv_offload: str = "disabled"
+    router_host: str | None = None   # the node the gateway runs on (several replicas); default the first head
 
     def __post_init__(self) -> None:
         if not MIN_CONTEXT_LENGTH <= self.context_length <= MAX_CONTEXT_LENGTH:

@@ -39,6 +39,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "context_length": plan.options.context_length,
         "api_key": plan.options.api_key,
         "replicas": len(plan.replicas),
+        "router": None if plan.router is None else dict(plan.router),
         "nodes_per_replica": plan.nodes_per_replica,
         "idle_gpus": plan.idle_gpus,
         "replica_layout": [

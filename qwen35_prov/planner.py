@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from .catalog import Catalog, Cell, Gpu, Model, load_catalog
 from .cluster import ClusterSpec, parse_cluster
 from .errors import UserError
 from .launch import NodeLaunch, Replica, launch_for_node
 from .memory import MemoryFit, memory_fit
-from .options import PlanOptions
+from .options import ROUTER_METRICS_PORT, ROUTER_PORT, PlanOptions
 from .rules import condition_matches
 
 
@@ -37,6 +37,7 @@ class Plan:
     node_names: tuple[str, ...]
     idle_gpus: int
     mamba_v2: bool = False
+    router: Mapping[str, Any] | None = None   # {host, port, metrics_port} of the gateway; None for one replica
     notes: tuple[str, ...] = field(default=())
     warnings: tuple[str, ...] = field(default=())
 
@@ -174,6 +175,15 @@ def plan(cluster_spec: str | ClusterSpec, options: PlanOptions | None = None, *,
     addresses = tuple(node_addresses) if node_addresses else names
     if len(names) != cluster.node_count or len(addresses) != cluster.node_count:
         raise UserError(f"{cluster.name} has {cluster.node_count} node(s); got {len(names)} name(s)")
+    router = None
+    if len(replicas) > 1:
+        host = options.router_host or names[replicas[0].head]
+        if host not in names:
+            raise UserError(f"--router-host {host!r}: not a node of {cluster.name}; its nodes: {', '.join(names)}")
+        router = {"host": host, "port": ROUTER_PORT, "metrics_port": ROUTER_METRICS_PORT}
+    elif options.router_host:
+        raise UserError(f"--router-host {options.router_host}: {cluster.name} holds one replica, so no gateway is "
+                        f"deployed (its head's endpoint is the endpoint)")
     revision = options.revision or model.revision
     repo = checkpoint.repo_for(gpu.vendor)
     model_path = f"{options.weights_dir}/{repo}/{revision or 'main'}"
@@ -191,6 +201,6 @@ def plan(cluster_spec: str | ClusterSpec, options: PlanOptions | None = None, *,
         cluster=cluster, model=model, precision=precision, options=options, repo=repo, revision=revision,
         model_path=model_path, image=recipes.images[gpu.image_family], sglang_version=recipes.sglang_version,
         tp=tp, ep=ep, mem_fraction=cell.mem, tp_source=tp_source, recipe_tp=cell.tp, memory=fit,
-        replicas=tuple(replicas), nodes=nodes, node_names=names, idle_gpus=idle, mamba_v2=mamba_v2,
+        replicas=tuple(replicas), nodes=nodes, node_names=names, idle_gpus=idle, mamba_v2=mamba_v2, router=router,
         notes=tuple(notes), warnings=tuple(warnings),
     )

@@ -17,7 +17,7 @@ import yaml
 
 from .errors import UserError
 from .pins import apply_overrides
-from .runner import ROLES, Progress, RunResult, run_playbook, summarize
+from .runner import Progress, RunResult, run_playbook, summarize
 
 
 def state_root() -> Path:
@@ -32,22 +32,27 @@ def _read_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
+def _url_host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
 def endpoints_of(inventory: Path) -> list[str]:
-    """The deployment's endpoints: the router's first when the plan has several replicas (playbooks/router.yml
-    puts it on the first replica head), then http://HEAD:PORT/v1 of every replica head."""
+    """The deployment's endpoints: the gateway's first when the plan has one (on the node the plan names, its
+    `router`), then http://HEAD:PORT/v1 of every replica head."""
     hosts = _read_yaml(inventory / "hosts.yml")["all"]["children"]["qwen35_nodes"]["hosts"]
+    plan = _read_yaml(inventory / "group_vars" / "qwen35_nodes" / "plan.yml")["qwen35_plan"]
     urls = []
     for name, conn in hosts.items():
         host_vars = _read_yaml(inventory / "host_vars" / f"{name}.yml")
         for launch in host_vars.get("qwen35_launches", []):
             if launch["is_head"]:
                 address = (conn or {}).get("ansible_host", name)
-                urls.append((launch["replica"], address, f"http://{address}:{launch['port']}/v1"))
-    urls.sort()
-    endpoints = [u for _, _, u in urls]
-    if len(urls) > 1:
-        router_defaults = _read_yaml(ROLES / "sglang_router" / "defaults" / "main.yml")
-        endpoints.insert(0, f"http://{urls[0][1]}:{router_defaults['sglang_router_port']}/v1")
+                urls.append((launch["replica"], f"http://{_url_host(address)}:{launch['port']}/v1"))
+    endpoints = [u for _, u in sorted(urls)]
+    router = plan.get("router")
+    if router:
+        address = (hosts.get(router["host"]) or {}).get("ansible_host", router["host"])
+        endpoints.insert(0, f"http://{_url_host(address)}:{router['port']}/v1")
     return endpoints
 
 

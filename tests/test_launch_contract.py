@@ -108,3 +108,11 @@ def test_an_inventory_of_the_previous_schema_is_refused_with_what_to_do():
     assert _validate_filters().inventory_errors(groups, hostvars) == [
         "the inventory is of schema 1, this qwen35-prov reads schema 2: regenerate it with qwen35-prov inventory "
         "(or up, which does)"]
+
+
+def test_the_inventory_check_wants_the_gateway_where_the_plan_puts_it():
+    check = _validate_filters().inventory_errors
+    groups, hostvars = _golden_hostvars("h100x32")
+    groups["qwen35_router"] = ["h100-c"]
+    assert check(groups, hostvars) == [
+        "group qwen35_router holds ['h100-c'], the plan puts the gateway on h100-a"]

@@ -1,5 +1,7 @@
 """Replicas, node ranks and multi-node wiring."""
 
+import pytest
+
 from qwen35_prov.options import PlanOptions
 from qwen35_prov.planner import plan
 
@@ -77,3 +79,16 @@ def test_memory_explanation_for_the_flagship():
 def test_an_id_ending_in_x_may_share_the_separator():
     assert plan("mi300x8").cluster.name == "mi300xx8"
     assert plan("mi355xx4").cluster.name == "mi355xx4"
+
+
+def test_the_gateway_goes_on_the_first_head_or_the_node_named_and_only_with_several_replicas():
+    from qwen35_prov.errors import UserError
+
+    p = plan("h100x32", PlanOptions())
+    assert p.router == {"host": "node0", "port": 30080, "metrics_port": 29000}
+    assert plan("h100x32", PlanOptions(router_host="node3")).router["host"] == "node3"
+    assert plan("h200x8").router is None                                     # one replica: its head is the endpoint
+    with pytest.raises(UserError, match="not a node of h100x32; its nodes: node0, node1, node2, node3"):
+        plan("h100x32", PlanOptions(router_host="gpu-99"))
+    with pytest.raises(UserError, match="holds one replica"):
+        plan("h200x8", PlanOptions(router_host="node0"))

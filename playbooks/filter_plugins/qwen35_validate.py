@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 
-REQUIRED_GROUPS = ("qwen35_nodes", "qwen35_heads", "qwen35_workers", "qwen35_nvidia", "qwen35_amd")
+REQUIRED_GROUPS = ("qwen35_nodes", "qwen35_heads", "qwen35_workers", "qwen35_nvidia", "qwen35_amd", "qwen35_router")
 PLAN_KEYS = ("tp_size", "replicas", "gpus_per_node", "node_count", "idle_gpus", "nodes_per_replica", "vendor")
 NVIDIA_FIELDS = ("index", "name", "uuid", "pci.bus_id", "memory.total", "driver_version", "compute_cap",
                  "persistence_mode", "mig.mode.current", "ecc.mode.current")
@@ -92,6 +92,11 @@ def inventory_errors(groups, hostvars):
     if len(nodes) != plan["node_count"]:
         errors.append(f"the plan has {plan['node_count']} node(s), group qwen35_nodes has {len(nodes)}: "
                       f"{', '.join(nodes)}")
+    router = list(groups.get("qwen35_router") or [])
+    planned = (plan.get("router") or {}).get("host")
+    if router != ([planned] if planned else []):
+        errors.append(f"group qwen35_router holds {router or 'no host'}, the plan puts the gateway on "
+                      f"{planned or 'no host (one replica)'}")
     gpu_total = 0
     by_replica = {}
     heads, workers = set(groups.get("qwen35_heads") or []), set(groups.get("qwen35_workers") or [])
