@@ -530,12 +530,15 @@ def deployment_of(inventory: Path, replica: int) -> Deployment:
     head = layout[replica]["head"]
     hosts = read(inventory / "hosts.yml")["all"]["children"]["qwen35_nodes"]["hosts"]
     conn = hosts.get(head) or {}
+    # where the head's server listens, from its launch (the contract's `host`): as the head itself reaches it
+    launch = next((x for x in read(inventory / "host_vars" / f"{head}.yml").get("qwen35_launches", [])
+                   if x.get("replica") == replica and x.get("is_head")), {})
+    host = str(launch.get("host") or "0.0.0.0")
     return Deployment(cluster=str(plan_vars.get("qwen35_cluster", plan.get("cluster", ""))), gpu=plan["gpu"],
                       model=str(plan["model"]), precision=plan["precision"], tp_size=int(plan["tp_size"]),
                       mtp=bool(plan["mtp"]), replica=replica, head=head, address=str(conn.get("ansible_host", head)),
                       port=int(layout[replica]["port"]), sglang_version=str(plan.get("sglang_version", "")),
-                      listen=(str(conn.get("ansible_host", head)) if plan.get("bind", "all") == "cluster"
-                              else "127.0.0.1"))
+                      listen="127.0.0.1" if host in ("0.0.0.0", "::") else host)
 
 
 # ------------------------------------------------------------------------------------------------ CLI

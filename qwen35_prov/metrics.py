@@ -175,7 +175,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     inventory, _ = resolve_inventory(args)
     cluster, nodes, plan_vars = read_inventory_full(inventory)
     for port, flag in ((args.node_exporter_port, "--node-exporter-port"), (args.dcgm_port, "--dcgm-port"),
-                       (args.amd_port, "--amd-port"), (args.router_port if args.router_port else 1, "--router-port")):
+                       (args.amd_port, "--amd-port"), (args.router_port or 1, "--router-port")):
         if not 0 < port < 65536:
             raise UserError(f"{flag} {port}: not a TCP port")
     config = scrape_config(cluster, nodes, scrape_interval=args.scrape_interval,
