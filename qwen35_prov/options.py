@@ -77,6 +77,9 @@ class PlanOptions:
             raise UserError(f"--mamba-cache {self.mamba_cache!r}: allowed {', '.join(MAMBA_CACHE_CHOICES)}")
         if self.bind not in BIND_CHOICES:
             raise UserError(f"--bind {self.bind!r}: allowed {', '.join(BIND_CHOICES)}")
+        if self.bind == "all" and not self.api_key:
+            raise UserError("--bind all with --no-api-key would serve the API to every network without a key: keep "
+                            "the key, or listen on the cluster address only (--bind cluster)")
         if self.kv_offload not in KV_OFFLOAD_CHOICES:
             raise UserError(f"--kv-offload {self.kv_offload!r}: allowed {', '.join(KV_OFFLOAD_CHOICES)}")
         if self.loader_threads < 1:

@@ -116,3 +116,16 @@ def test_the_inventory_check_wants_the_gateway_where_the_plan_puts_it():
     groups["qwen35_router"] = ["h100-c"]
     assert check(groups, hostvars) == [
         "group qwen35_router holds ['h100-c'], the plan puts the gateway on h100-a"]
+
+
+def test_the_inventory_check_wants_each_server_where_the_plan_binds_it_and_every_interface_only_with_a_key():
+    check = _validate_filters().inventory_errors
+    groups, hostvars = _golden_hostvars("h200x8-35b-fp8")
+    [host] = hostvars
+    hostvars[host]["ansible_host"] = hostvars[host]["qwen35_launches"][0]["host"]
+    assert check(groups, hostvars) == []
+    hostvars[host]["qwen35_launches"][0]["host"] = "0.0.0.0"
+    hostvars[host]["qwen35_plan"] = {**hostvars[host]["qwen35_plan"], "api_key": False}
+    assert check(groups, hostvars) == [
+        f"{host}: launch 0 listens on 0.0.0.0, the plan binds the host address {hostvars[host]['ansible_host']}",
+        f"{host}: launch 0 listens on every interface without an API key (plan with the key, or --bind cluster)"]

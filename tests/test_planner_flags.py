@@ -177,6 +177,9 @@ def test_bind_choices():
 
     with pytest.raises(UserError, match="allowed cluster, all"):
         PlanOptions(bind="public")
+    with pytest.raises(UserError, match="every network without a key"):
+        PlanOptions(bind="all", api_key=False)
+    assert PlanOptions(bind="cluster", api_key=False).bind == "cluster"
 
 
 def test_the_loader_config_only_where_it_differs_from_sglangs_default_of_8_threads():

@@ -44,8 +44,12 @@ def _contract_errors(where, launch, hv, plan, nodes_per_replica):
         errors.append(f"{where} has nnodes {launch['nnodes']}, the plan has {nodes_per_replica} node(s) "
                       f"per replica")
     address = _get(hv, "ansible_host")
-    if address is not None and launch["host"] not in ("0.0.0.0", address):
-        errors.append(f"{where} listens on {launch['host']}, neither the host's address {address} nor 0.0.0.0")
+    every = plan.get("bind") == "all"
+    if address is not None and launch["host"] != ("0.0.0.0" if every else address):
+        errors.append(f"{where} listens on {launch['host']}, the plan binds "
+                      f"{'every interface (0.0.0.0)' if every else 'the host address ' + str(address)}")
+    if launch["host"] in ("0.0.0.0", "::") and plan.get("api_key") is not True:
+        errors.append(f"{where} listens on every interface without an API key (plan with the key, or --bind cluster)")
     dist = launch["dist_init"]
     if nodes_per_replica > 1:
         if not (isinstance(dist, dict) and isinstance(dist.get("host"), str)
