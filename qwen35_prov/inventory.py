@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from . import __version__
+from . import __version__, collection
 from .catalog import Catalog, load_catalog
 from .errors import UserError
 from .fleet import Fleet, Host, Selection, load_fleet, select_hosts
@@ -37,6 +37,10 @@ from .nccl import nccl_floor
 from .options import PlanOptions
 from .plan_output import plan_to_dict
 from .planner import Plan, plan
+
+#: systemd names of a replica's units on its nodes: <UNIT_PREFIX>-r<N>.service, <TARGET_PREFIX>-r<N>.target
+UNIT_PREFIX = "qwen35-sglang"
+TARGET_PREFIX = "qwen35-replica"
 
 MANIFEST = ".qwen35-prov-inventory.json"
 NODE_GROUP, HEAD_GROUP, WORKER_GROUP, ROUTER_GROUP = "qwen35_nodes", "qwen35_heads", "qwen35_workers", "qwen35_router"
@@ -238,6 +242,10 @@ def build_inventory(selection: Selection, the_plan: Plan, command: str,
         # 0600 in the folder beside this inventory, and reach the nodes only as root-only files
         "qwen35_api_key": the_plan.options.api_key,
         "qwen35_secrets_dir": "{{ inventory_dir | dirname }}/secrets",
+        # the systemd names of each replica (<prefix>-r<N>.service, <target prefix>-r<N>.target): the
+        # sglang_server role names its units with them, status/verify/upgrade/bench address the units by them
+        "sglang_server_unit_prefix": UNIT_PREFIX,
+        "sglang_server_target_prefix": TARGET_PREFIX,
     })
     return files
 
@@ -408,7 +416,7 @@ def cmd_inventory(args: argparse.Namespace) -> int:
         for warning in the_plan.warnings:
             print(f"WARNING: {warning}", file=sys.stderr)
         print(f"check it with: ansible-inventory -i {out} --graph ; "
-              f"ansible-playbook -i {out} playbooks/validate.yml")
+              f"ansible-playbook -i {out} {collection.playbook_ref('validate')}")
     return 0
 
 

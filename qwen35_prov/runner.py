@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PLAYBOOKS = REPO_ROOT / "playbooks"
-ROLES = REPO_ROOT / "roles"
+from . import collection
+
 
 
 @dataclass
@@ -255,7 +254,7 @@ def run_playbook(playbook: str, inventory: Path, *, state_dir: Path, extravars: 
     if tags:
         cmdline += ["--tags", tags]
     env = {
-        "ANSIBLE_ROLES_PATH": str(ROLES),
+        **collection.ansible_env(),
         "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_FORCE_COLOR": "False",
@@ -276,10 +275,11 @@ def run_playbook(playbook: str, inventory: Path, *, state_dir: Path, extravars: 
         fd = os.open(extravars_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             json.dump(extravars, out)
+    playbooks = collection.root() / "playbooks"
     runner = ansible_runner.run(
         private_data_dir=str(private),
-        project_dir=str(PLAYBOOKS),
-        playbook=str(PLAYBOOKS / playbook),
+        project_dir=str(playbooks),
+        playbook=str(playbooks / playbook),
         inventory=str(inventory),
         envvars=env,
         cmdline=" ".join(cmdline) or None,

@@ -24,8 +24,14 @@ from pathlib import Path
 
 import pytest
 
+from qwen35_prov import collection
+
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "qwen35_prov"]
+
+# Every ansible-playbook a test starts finds this checkout as the collection qwen35.prov (its roles' filters and
+# the gpu_facts module are addressed as qwen35.prov.NAME), as the CLI's runner and Molecule do.
+os.environ["ANSIBLE_COLLECTIONS_PATH"] = collection.ansible_env()["ANSIBLE_COLLECTIONS_PATH"]
 
 
 def run_cli(env: dict[str, str], *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:

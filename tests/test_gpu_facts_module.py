@@ -1,4 +1,4 @@
-"""Parsers of the gpu_facts Ansible module (roles/gpu_facts/library/gpu_facts.py) against real captures."""
+"""Parsers of the gpu_facts Ansible module (plugins/modules/gpu_facts.py) against real captures."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ FIXTURES = ROOT.parent / "shared" / "fixtures" / "gpu" / "h200-x1"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("gpu_facts_module", ROOT / "roles/gpu_facts/library/gpu_facts.py")
+    spec = importlib.util.spec_from_file_location("gpu_facts_module", ROOT / "plugins/modules/gpu_facts.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -7,7 +7,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location(
-    "qwen35_validate", REPO / "playbooks" / "filter_plugins" / "qwen35_validate.py")
+    "qwen35_validate", REPO / "plugins" / "filter" / "qwen35_validate.py")
 qv = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(qv)
 

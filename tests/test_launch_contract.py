@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _validate_filters():
-    path = REPO / "playbooks" / "filter_plugins" / "qwen35_validate.py"
+    path = REPO / "plugins" / "filter" / "qwen35_validate.py"
     spec = importlib.util.spec_from_file_location("qwen35_validate", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -10,7 +10,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("sglang_router_filters",
-                                              REPO / "roles/sglang_router/filter_plugins/sglang_router.py")
+                                              REPO / "plugins/filter/sglang_router.py")
 filters = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(filters)
 

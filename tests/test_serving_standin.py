@@ -341,7 +341,7 @@ def test_smoke_reports_an_unreachable_endpoint_and_refuses_bad_urls(capsys):
 
 def _auth_file(tmp_path: Path) -> tuple[Path, str, str]:
     spec = importlib.util.spec_from_file_location(
-        "sglang_server_filters", REPO / "roles" / "sglang_server" / "filter_plugins" / "sglang_server.py")
+        "sglang_server_filters", REPO / "plugins" / "filter" / "sglang_server.py")
     filters = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(filters)
     api, admin = "k" * 48, "a" * 48

@@ -1,6 +1,6 @@
 """sglang_server's unit rendering: the docker command around the planner's argv and its systemd quoting.
 
-The filters (roles/sglang_server/filter_plugins/sglang_server.py) are tested directly; then the role's
+The filters (plugins/filter/sglang_server.py) are tested directly; then the role's
 units.yml renders the h100x16 plan's units on this machine (ansible-playbook, connection local, into a
 temporary folder) and every Exec line is split back the way systemd splits it (the rules of systemd.service(5)
 "Command lines", implemented below) to compare with the plan. The sandbox Molecule scenario then checks the
@@ -27,7 +27,7 @@ ROLE = REPO / "roles" / "sglang_server"
 
 
 def _filters():
-    spec = importlib.util.spec_from_file_location("sglang_server_filters", ROLE / "filter_plugins" / "sglang_server.py")
+    spec = importlib.util.spec_from_file_location("sglang_server_filters", ROLE.parents[1] / "plugins" / "filter" / "sglang_server.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -1,4 +1,4 @@
-"""playbooks/filter_plugins/qwen35_status.py: GPU memory as numbers, from what the GPU tools really print (the
+"""plugins/filter/qwen35_status.py: GPU memory as numbers, from what the GPU tools really print (the
 NVIDIA test double replays the H200 capture; the AMD double follows amd-smi's documented JSON)."""
 
 import importlib.util
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("qwen35_status", REPO / "playbooks" / "filter_plugins" / "qwen35_status.py")
+_spec = importlib.util.spec_from_file_location("qwen35_status", REPO / "plugins" / "filter" / "qwen35_status.py")
 qwen35_status = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(qwen35_status)
 gpu_memory = qwen35_status.gpu_memory

@@ -15,12 +15,21 @@ if ! PYTHONPATH=$site python3 -c 'import ansible' 2>/dev/null; then
 fi
 export PYTHONPATH=$site PATH=$site/bin:$PATH LC_ALL=C.UTF-8 LANG=C.UTF-8
 export ANSIBLE_ROLES_PATH=$PWD/roles ANSIBLE_NOCOLOR=1 ANSIBLE_HOST_KEY_CHECKING=false
+# the checkout as the collection qwen35.prov (the gpu_facts module is qwen35.prov.gpu_facts)
+mkdir -p /tmp/qwen35-collections/ansible_collections/qwen35
+ln -sfn "$PWD" /tmp/qwen35-collections/ansible_collections/qwen35/prov
+export ANSIBLE_COLLECTIONS_PATH=/tmp/qwen35-collections
+# what the driver reports for the kind and its vendor, from the planner's catalog (as the inventory writes them)
+read -r vendor name < <(PYTHONPATH=$PWD:$site python3 -c "
+from qwen35_prov.catalog import load_catalog
+g = load_catalog().gpus['$kind']; print(g.vendor, g.name)")
 count=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)
 log=${OUT:-/tmp}/gpu_verify.log
 echo "==> $(uname -r); nvidia-smi lists ${count} GPU(s); PID 1 is $(cat /proc/1/comm 2>/dev/null || echo '?')" | tee "$log"
 set +e
 ansible-playbook -c local -i localhost, tests/device/gpu_verify.yml \
-  -e qwen35_gpu_kind="$kind" -e qwen35_gpu_count="$count" "$@" 2>&1 | tee -a "$log"
+  -e qwen35_gpu_kind="$kind" -e qwen35_gpu_count="$count" -e qwen35_driver_stack="$vendor" \
+  -e "qwen35_gpu_name='$name'" "$@" 2>&1 | tee -a "$log"
 rc=${PIPESTATUS[0]}
 echo "==> ansible-playbook exit $rc" | tee -a "$log"
 exit "$rc"

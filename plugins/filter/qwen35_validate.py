@@ -18,6 +18,8 @@ PCI_VENDORS = {"nvidia": "0x10de", "amd": "0x1002"}
 #: The launch contract (docs/architecture.md): the fields of every entry of qwen35_launches, as
 #: qwen35_prov.launch.NodeLaunch.contract() writes them (tests/test_launch_contract.py keeps the two equal).
 INVENTORY_SCHEMA = 2
+#: the replicas' systemd names, which the playbooks address the units by
+UNIT_NAME_VARS = ("sglang_server_unit_prefix", "sglang_server_target_prefix")
 LAUNCH_FIELDS = ("replica", "node_rank", "nnodes", "is_head", "host", "dist_init", "port", "gpu_ids", "served_model_name",
                  "model_path", "reasoning_parser", "tool_call_parser", "argv", "env")
 
@@ -90,6 +92,10 @@ def inventory_errors(groups, hostvars):
         errors.append(f"the inventory is of schema {schema}, this qwen35-prov reads schema {INVENTORY_SCHEMA}: "
                       f"regenerate it with qwen35-prov inventory (or up, which does)")
         return errors
+    for name in UNIT_NAME_VARS:
+        value = _get(hostvars[nodes[0]], name)
+        if not isinstance(value, str) or not value:
+            errors.append(f"{name} is not set (group_vars/qwen35_nodes/server.yml): regenerate the inventory")
     tp, replicas, per_node = plan["tp_size"], plan["replicas"], plan["gpus_per_node"]
     nodes_per_replica = plan["nodes_per_replica"]
 
