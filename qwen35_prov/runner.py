@@ -13,6 +13,9 @@ from typing import Any, Callable
 
 from . import collection
 
+#: facts a play sets to report to the CLI: the playbooks' own, and roles' (named with the role's prefix)
+REPORT_FACTS = ("qwen35_report", "sglang_router_report")
+
 
 
 @dataclass
@@ -67,7 +70,7 @@ def _message(res: dict[str, Any]) -> str:
 #: The model_weights task that reports, every few seconds, the bytes on disk of a running download or copy
 WEIGHTS_PROGRESS_TASK = "Weights progress"
 #: sglang_server's readiness wait: each look reports /health's answer and the unit's last journal line
-READINESS_TASK = "Wait for /health on replica"
+READINESS_TASK = "Wait for /health"
 
 
 def _duration(seconds: float) -> str:
@@ -149,7 +152,7 @@ class _EventCollector:
         except ValueError:
             return
         if self.progress and isinstance(look, dict):
-            what = task.split(" (", 1)[0].replace("Wait for /health on ", "")
+            what = "replica " + task.rsplit("replica ", 1)[-1] if "replica " in task else task
             self.progress.waiting(host, what, look.get("status"), str(look.get("line") or "(no journal line yet)"))
 
     def _weights(self, host: str, res: dict[str, Any]) -> None:
@@ -202,8 +205,9 @@ class _EventCollector:
                     if self.progress:
                         self.progress.changed(host, data.get("task", self.task))
                 facts = res.get("ansible_facts", {})
-                if "qwen35_report" in facts:
-                    self.result.facts.setdefault(host, {}).update(facts["qwen35_report"])
+                for key in REPORT_FACTS:
+                    if isinstance(facts.get(key), dict):
+                        self.result.facts.setdefault(host, {}).update(facts[key])
             elif name == "runner_on_skipped":
                 counts.skipped += 1
             elif name == "runner_on_failed" and not data.get("ignore_errors"):

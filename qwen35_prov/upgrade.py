@@ -120,7 +120,7 @@ def _upgrade_image(args, inventory: Path, name: str, started: float) -> dict[str
         data["replicas"].append(step)
         for later in replicas[replicas.index(replica) + 1:]:
             data["replicas"].append({"replica": later, "status": "untouched", "detail": "still the previous image"})
-        message = next((f.message for f in result.failures if f.task.startswith("Fail - replica")), None)
+        message = next((f.message for f in result.failures if f.task.startswith("Fail - the new image did not take")), None)
         data["error"] = message or "; ".join(f"{f.host}: {f.task}: {f.message}" for f in result.failures)
         data["journal_tail"] = [line for r in failed for line in (r.get("journal_tail") or "").splitlines()][-15:]
         data["failed_replica"] = replica

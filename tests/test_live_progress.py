@@ -61,7 +61,7 @@ PLAY = """
   connection: local
   gather_facts: false
   tasks:
-    - name: Weights progress (bytes on disk, every 1 s)
+    - name: Weights progress, bytes on disk every N seconds, N = 1
       ansible.builtin.command:
         argv: [{python}, -c, "{code}", {counter}]
       register: report
@@ -110,7 +110,7 @@ READY_PLAY = """
   connection: local
   gather_facts: false
   tasks:
-    - name: Wait for /health on replica 0 (its journal's last line meanwhile)
+    - name: Wait for /health (the journal's last line meanwhile) on replica 0
       ansible.builtin.command:
         argv: [{python}, -c, "{code}", {counter}]
       register: look

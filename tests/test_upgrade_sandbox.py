@@ -151,8 +151,8 @@ def test_a_node_lost_mid_upgrade_is_reported_partially_changed_naming_the_draine
                 text = event.read_text(errors="replace") if event.stat().st_mtime >= started else ""
             except FileNotFoundError:
                 continue
-            if '"runner_on_ok"' in text and ("Drain replica 0 from the router" in text
-                                             or "Drain replica {{ __r }} from the router" in text):
+            if '"runner_on_ok"' in text and ("Drain from the router replica 0" in text
+                                             or "Drain from the router replica {{ __r }}" in text):
                 return True
         return False
 
