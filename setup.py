@@ -12,7 +12,7 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 #: What the collection is made of (galaxy.yml's build_ignore says the same from the other side).
-COLLECTION = ["galaxy.yml", "README.md", "LICENSE", "CHANGELOG.md", "meta", "playbooks", "plugins", "roles", "docs"]
+COLLECTION = ["galaxy.yml", "README.md", "LICENSE", "CHANGELOG.md", "meta", "group_vars", "playbooks", "plugins", "roles", "docs"]
 SKIPPED_DIRS = {"molecule", "__pycache__"}
 
 

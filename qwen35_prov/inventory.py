@@ -368,10 +368,54 @@ def write_files_atomically(out: Path, files: Mapping[str, str]) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+# --- site-wide settings ------------------------------------------------------------------------------------
+
+def site_vars_dir(fleet_path: str | Path, given: str | Path | None = None) -> Path | None:
+    """Where the site's settings are: --site-vars DIR, else group_vars/ beside the fleet file, else the
+    collection's own group_vars/ (in a checkout, the top-level folder an ops team edits)."""
+    if given is not None:
+        folder = Path(given)
+        if not folder.is_dir():
+            raise UserError(f"--site-vars {given}: no such folder; give a group_vars-style folder whose all/ "
+                            f"(or all.yml) holds the site's settings (see group_vars/all/site.yml)")
+        return folder
+    beside = Path(fleet_path).resolve().parent / "group_vars"
+    if beside.is_dir():
+        return beside
+    own = collection.root() / "group_vars"
+    return own if own.is_dir() else None
+
+
+def site_files(site: Path | None) -> dict[str, str]:
+    """The site's settings as files of the inventory's group_vars/all/ (the lowest precedence of an inventory);
+    files that set nothing (only comments) are left out."""
+    if site is None:
+        return {}
+    sources = sorted((site / "all").glob("*.y*ml")) if (site / "all").is_dir() else []
+    sources += [path for path in (site / "all.yml", site / "all.yaml") if path.is_file()]
+    files = {}
+    for path in sources:
+        text = path.read_text(encoding="utf-8")
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise UserError(f"{path}: not valid YAML: {e}") from None
+        if data is None:
+            continue
+        if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+            raise UserError(f"{path}: site settings must be a mapping of variable names to values")
+        name = f"group_vars/all/{'site' if path.parent == site else path.stem}.yml"
+        files[name] = (f"# Site-wide settings copied by qwen35-prov from {path.resolve()};\n"
+                       f"# edit that file and regenerate (qwen35-prov inventory / up). Below the plan's group_vars.\n"
+                       + text)
+    return files
+
+
 def generate_inventory(cluster: str, fleet_path: str | Path, out_dir: str | Path,
                        options: PlanOptions | None = None, *, gpus_per_node: int | None = None,
                        weights_dir_given: bool = True, command: str | None = None,
-                       catalog: Catalog | None = None) -> tuple[Path, Selection, Plan]:
+                       catalog: Catalog | None = None,
+                       site_vars: str | Path | None = None) -> tuple[Path, Selection, Plan]:
     """write_inventory, also returning the chosen hosts and the plan."""
     catalog = catalog or load_catalog()
     options = options or PlanOptions()
@@ -383,16 +427,22 @@ def generate_inventory(cluster: str, fleet_path: str | Path, out_dir: str | Path
     selection, the_plan = plan_for_fleet(cluster, fleet, options, gpus_per_node, weights_dir_given, catalog)
     if command is None:
         command = command_line(cluster, fleet_path, out_dir, options, gpus_per_node, weights_dir_given)
-    write_files_atomically(out, build_inventory(selection, the_plan, command, catalog))
+        if site_vars is not None:
+            command += f" --site-vars {shlex.quote(str(site_vars))}"
+    files = build_inventory(selection, the_plan, command, catalog)
+    files.update(site_files(site_vars_dir(fleet_path, site_vars)))
+    write_files_atomically(out, files)
     return out, selection, the_plan
 
 
 def write_inventory(cluster: str, fleet_path: str | Path, out_dir: str | Path, options: PlanOptions | None = None,
                     *, gpus_per_node: int | None = None, weights_dir_given: bool = True,
-                    command: str | None = None, catalog: Catalog | None = None) -> Path:
+                    command: str | None = None, catalog: Catalog | None = None,
+                    site_vars: str | Path | None = None) -> Path:
     """Load the fleet, pick the hosts, plan, and write the inventory folder. Returns the folder."""
     return generate_inventory(cluster, fleet_path, out_dir, options, gpus_per_node=gpus_per_node,
-                              weights_dir_given=weights_dir_given, command=command, catalog=catalog)[0]
+                              weights_dir_given=weights_dir_given, command=command, catalog=catalog,
+                              site_vars=site_vars)[0]
 
 
 # --- CLI -------------------------------------------------------------------------------------------------
@@ -406,7 +456,7 @@ def cmd_inventory(args: argparse.Namespace) -> int:
     options = plan_options_from(args)
     out, selection, the_plan = generate_inventory(args.cluster, args.fleet, args.out, options,
                                                   gpus_per_node=args.gpus_per_node,
-                                                  weights_dir_given=weights_dir_given)
+                                                  weights_dir_given=weights_dir_given, site_vars=args.site_vars)
     files = sorted(_read_manifest(out) or [])
     if args.json:
         print_json({
@@ -439,6 +489,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fleet", required=True, help="the fleet file (docs/fleet.md)")
     p.add_argument("--out", required=True, help="the inventory folder to write (replaced as a whole)")
     add_plan_options(p)
+    add_site_vars_option(p)
     p.set_defaults(weights_dir=None)  # unset: the fleet's weights_dir, else the planner's default
     p.add_argument("--json", action="store_true", help="print what was written as JSON")
     p.set_defaults(func=cmd_inventory)
+
+
+def add_site_vars_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--site-vars", metavar="DIR",
+                   help="the site-wide settings (mirrors, pins, paths): a group_vars-style folder whose all/ files "
+                        "are copied into the inventory's group_vars/all/, below the plan's variables (default: "
+                        "group_vars/ beside the fleet file, else the tool's own group_vars/; docs/site-settings.md)")

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from .errors import UserError
+from .inventory import add_site_vars_option, write_inventory
 from .pins import apply_overrides
 from .runner import Progress, RunResult, run_playbook, summarize
 
@@ -131,7 +132,6 @@ def _lock_revision(args: argparse.Namespace, options, fleet: Path, inventory: Pa
 
 def cmd_up(args: argparse.Namespace) -> int:
     from .cli import plan_options_from
-    from .inventory import write_inventory
     from .keys import secrets_dir
 
     if bool(args.sandbox) == bool(args.fleet):
@@ -179,8 +179,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             if secrets_dir(target).is_dir():  # the keys the deployment has, read, not made again
                 (folder / "secrets").symlink_to(secrets_dir(target))
             target = folder / "inventory"
-        inventory = write_inventory(args.cluster, fleet, target, options,
-                                    gpus_per_node=args.gpus_per_node, weights_dir_given=weights_dir_given)
+        inventory = write_inventory(args.cluster, fleet, target, options, gpus_per_node=args.gpus_per_node,
+                                    weights_dir_given=weights_dir_given, site_vars=args.site_vars)
         if extravars:
 
             apply_overrides(extravars, inventory)  # an image `upgrade` pinned wins over the sandbox's stand-in
@@ -310,6 +310,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--update-revision", action="store_true",
                    help="resolve the model's branch head through the hub again and lock the new commit (without it: "
                         "--revision, else the commit locked by an earlier up, else the catalog's pin, else resolved)")
+    add_site_vars_option(p)
     p.add_argument("--check", action="store_true", help="dry run: Ansible check mode with diff, changes nothing")
     p.add_argument("--tags", help="run only these phases (Ansible tags, comma separated)")
     p.add_argument("--verbose", action="store_true", help="print every task as it starts")

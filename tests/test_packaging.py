@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -32,7 +33,10 @@ def installed(tmp_path_factory):
     [wheel] = wheels.glob("qwen35_prov-*.whl")
     venv = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    proc = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], capture_output=True, text=True)
+    # PYTHONPATH (a worktree's run) would show pip this checkout's metadata as installed already
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    proc = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], capture_output=True, text=True,
+                          env=clean)
     assert proc.returncode == 0, proc.stderr[-3000:]
     home = work / "empty"
     home.mkdir()
@@ -53,7 +57,8 @@ def test_the_wheel_carries_the_collection_without_its_tests(installed):
     prefix = "ansible_collections/qwen35/prov/"
     for needed in ("galaxy.yml", "meta/runtime.yml", "playbooks/up.yml", "plugins/modules/gpu_facts.py",
                    "plugins/filter/sglang_server.py", "roles/sglang_server/tasks/main.yml",
-                   "roles/gpu_facts/meta/argument_specs.yml", "roles/model_weights/files/qwen35_weights.py"):
+                   "roles/gpu_facts/meta/argument_specs.yml", "roles/model_weights/files/qwen35_weights.py",
+                   "group_vars/all/site.yml", "LICENSE"):
         assert prefix + needed in names, needed
     assert not [n for n in names if "/molecule/" in n or n.startswith(prefix + "tests/") or "__pycache__" in n]
     assert "qwen35_prov/data/recipes.yaml" in names
@@ -114,3 +119,16 @@ def test_ansible_finds_the_roles_and_a_users_playbook_uses_them(installed):
     syntax = run(bindir, home, env, "ansible-playbook", "-i", "hosts.ini", "site.yml", "--syntax-check")
     assert syntax.returncode == 0, syntax.stdout + syntax.stderr
     assert "playbook: site.yml" in syntax.stdout
+
+
+def test_ansible_galaxy_builds_the_collection_from_the_checkout(tmp_path):
+    galaxy = Path(sys.executable).parent / "ansible-galaxy"
+    r = subprocess.run([str(galaxy), "collection", "build", str(REPO), "--output-path", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    [tarball] = tmp_path.glob("qwen35-prov-*.tar.gz")
+    names = tarfile.open(tarball).getnames()
+    assert {"MANIFEST.json", "galaxy.yml", "meta/runtime.yml", "playbooks/up.yml", "plugins/modules/gpu_facts.py",
+            "roles/sglang_router/tasks/main.yml", "group_vars/all/site.yml"} - set(names) == {"galaxy.yml"}
+    assert not [n for n in names if n.split("/")[0] in ("tests", "qwen35_prov", "scripts", ".venv", ".cache", "build")
+                or "/molecule" in n]
