@@ -34,6 +34,25 @@ CLI = [sys.executable, "-m", "qwen35_prov"]
 os.environ["ANSIBLE_COLLECTIONS_PATH"] = collection.ansible_env()["ANSIBLE_COLLECTIONS_PATH"]
 
 
+def install_wheel_in_fresh_venv(work: Path) -> tuple[Path, Path, dict[str, str]]:
+    """Build this checkout's wheel and install it, with its dependencies from the package index, into a fresh
+    virtual environment under WORK: (the wheel, the venv's bin folder, an environment without this checkout,
+    the session's collection path or its virtual environment in it)."""
+    wheels = work / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "-w", str(wheels), str(REPO)], check=True, capture_output=True, text=True)
+    [wheel] = wheels.glob("qwen35_prov-*.whl")
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    # PYTHONPATH (a worktree's run) would show pip this checkout's metadata as installed already
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("PYTHONPATH", "VIRTUAL_ENV", "ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_ROLES_PATH")}
+    proc = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], capture_output=True, text=True,
+                          env=clean)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return wheel, venv / "bin", {**clean, "PATH": f"{venv / 'bin'}:/usr/bin:/bin", "ANSIBLE_NOCOLOR": "1"}
+
+
 def run_cli(env: dict[str, str], *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
 

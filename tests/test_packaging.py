@@ -5,7 +5,6 @@ is not the checkout. The wheel carries the Ansible collection qwen35.prov (ansib
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import install_wheel_in_fresh_venv
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,23 +27,13 @@ def _closed_port() -> int:
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     work = tmp_path_factory.mktemp("packaging")
-    wheels = work / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", str(wheels), str(REPO)], check=True, capture_output=True, text=True)
-    [wheel] = wheels.glob("qwen35_prov-*.whl")
-    venv = work / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    # PYTHONPATH (a worktree's run) would show pip this checkout's metadata as installed already
-    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    proc = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], capture_output=True, text=True,
-                          env=clean)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    wheel, bindir, _ = install_wheel_in_fresh_venv(work)
     home = work / "empty"
     home.mkdir()
     # nothing of the checkout or of the test session's environment may help the installed tool
-    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8",
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8",
            "QWEN35_STATE_DIR": str(home / "state")}
-    return wheel, venv / "bin", home, env
+    return wheel, bindir, home, env
 
 
 def run(bindir: Path, home: Path, env: dict, *argv: str, timeout: float = 300) -> subprocess.CompletedProcess:

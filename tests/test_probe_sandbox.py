@@ -50,3 +50,36 @@ def test_probe_inventory_and_validate_on_a_sandbox_node(sandbox_fleet, tmp_path)
                          timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "failed=0" in run.stdout and "unreachable=0" in run.stdout
+
+
+def test_a_users_playbook_runs_the_installed_collections_gpu_facts_on_a_sandbox_node(sandbox_fleet, tmp_path):
+    """The wheel installed in a fresh virtual environment; from an empty folder, the user's own inventory and
+    playbook with the role qwen35.prov.gpu_facts, against the sandbox node over SSH."""
+    from conftest import install_wheel_in_fresh_venv
+
+    _, bindir, env = install_wheel_in_fresh_venv(tmp_path / "install")
+    inv = tmp_path / "inventory"
+    made = cli("inventory", "--cluster", NAME, "--fleet", str(sandbox_fleet), "--out", str(inv))
+    assert made.returncode == 0, made.stderr
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "site.yml").write_text(
+        "- name: Our GPU hosts, checked with the collection's role\n"
+        "  hosts: qwen35_nodes\n"
+        "  gather_facts: false\n"
+        "  roles:\n"
+        "    - role: qwen35.prov.gpu_facts\n"
+        "      gpu_facts_expected_vendor: nvidia\n"
+        "      gpu_facts_expected_name: '{{ want_name }}'\n"
+        "      gpu_facts_expected_count: 8\n")
+
+    def play(name):
+        return subprocess.run([str(bindir / "ansible-playbook"), "-i", str(inv), "site.yml", "-e", f"want_name='{name}'"],
+                              cwd=user, env=env, capture_output=True, text=True, timeout=600)
+
+    good = play("NVIDIA H200")
+    assert good.returncode == 0, good.stdout[-3000:] + good.stderr[-2000:]
+    assert "matches the plan (8 x h200 (NVIDIA H200))" in good.stdout
+    wrong = play("NVIDIA B200")
+    assert wrong.returncode != 0
+    assert "GPU model NVIDIA H200 is not the plan's 8 x h200 (NVIDIA B200)" in wrong.stdout
