@@ -16,7 +16,10 @@ VENDORS = ("nvidia", "amd")
 RULE_FACTS = (
     "vendor", "gpu", "precision", "model", "moe", "mtp", "mamba_v2", "tp_gt_1", "has_ep", "has_mem",
     "multinode", "reasoning_parser", "tool_call_parser", "kv_offload",
+    # the deployment's (recipes.yaml deployment_rules)
+    "loader_threads_default", "mm_attention_backend", "base_gpu_id", "cuda_ipc_transport",
 )
+MAMBA_CHOICES = ("v1", "v2")
 #: Choices the generator offers only for some cells (recipes.yaml `offered`), tested on these facts
 OFFERED_FACTS = ("model", "precision", "gpu")
 
@@ -84,6 +87,15 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class MambaChoice:
+    """recipes.yaml mamba_cache: where `when` matches, the --mamba-cache choices allowed and the default."""
+    when: Mapping[str, Any]
+    allowed: tuple[str, ...]
+    default: str
+    refuse: str | None
+
+
+@dataclass(frozen=True)
 class RecipeBook:
     sglang_version: str
     images: Mapping[str, str]
@@ -95,6 +107,8 @@ class RecipeBook:
     rules: tuple[Rule, ...]
     offered: Mapping[str, tuple[Mapping[str, Any], ...]] = field(default_factory=dict)
     parsers: Mapping[str, str] = field(default_factory=dict)
+    deployment_rules: tuple[Rule, ...] = ()
+    mamba_cache: tuple[MambaChoice, ...] = ()
 
     def cell(self, model: str, precision: str, gpu: str, mtp: bool) -> Cell | None:
         raw = self.matrix.get(model, {}).get(precision, {}).get(gpu)
@@ -212,20 +226,43 @@ def _parse_condition(where: str, raw: Any) -> Mapping[str, Any]:
     return {k: str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for k, v in raw.items()}
 
 
-def parse_recipes(doc: Mapping[str, Any], gpus: Mapping[str, Gpu], models: Mapping[str, Model]) -> RecipeBook:
+def _parse_rules(section: str, raws: list) -> tuple[Rule, ...]:
     rules = []
-    for i, raw in enumerate(_require("recipes.yaml", doc, "rules", list)):
-        where = f"rules[{i}]"
+    for i, raw in enumerate(raws):
+        where = f"{section}[{i}]"
         name = _require(where, raw, "name", str)
         when = raw.get("when", {})
         when_list = when if isinstance(when, list) else [when]
         rules.append(Rule(
             name=name,
-            when=tuple(_parse_condition(f"rules.{name}.when", c) for c in when_list),
-            unless=_parse_condition(f"rules.{name}.unless", raw["unless"]) if "unless" in raw else None,
+            when=tuple(_parse_condition(f"{section}.{name}.when", c) for c in when_list),
+            unless=_parse_condition(f"{section}.{name}.unless", raw["unless"]) if "unless" in raw else None,
             flags=tuple(str(f) for f in raw.get("flags", [])),
             env={str(k): str(v) for k, v in raw.get("env", {}).items()},
         ))
+    return tuple(rules)
+
+
+def _parse_mamba_cache(raws: list) -> tuple[MambaChoice, ...]:
+    choices = []
+    for i, raw in enumerate(raws):
+        where = f"mamba_cache[{i}]"
+        allowed = tuple(str(c) for c in _require(where, raw, "allowed", list))
+        default = _require(where, raw, "default", str)
+        if not allowed or set(allowed) - set(MAMBA_CHOICES) or default not in allowed:
+            raise CatalogError(f"{where}: allowed must be some of {', '.join(MAMBA_CHOICES)} and hold the default")
+        refuse = _optional(where, raw, "refuse", str)
+        if refuse is None and set(allowed) != set(MAMBA_CHOICES):
+            raise CatalogError(f"{where}: say why the other choices are refused (refuse:)")
+        choices.append(MambaChoice(when=_parse_condition(f"{where}.when", raw.get("when") or {}),
+                                   allowed=allowed, default=default, refuse=refuse))
+    if not choices or choices[-1].when:
+        raise CatalogError("mamba_cache: the last entry must match every plan (when: {})")
+    return tuple(choices)
+
+
+def parse_recipes(doc: Mapping[str, Any], gpus: Mapping[str, Gpu], models: Mapping[str, Model]) -> RecipeBook:
+    rules = _parse_rules("rules", _require("recipes.yaml", doc, "rules", list))
     matrix = {str(m): v for m, v in _require("recipes.yaml", doc, "matrix", dict).items()}
     for model_id, by_precision in matrix.items():
         if model_id not in models:
@@ -269,7 +306,9 @@ def parse_recipes(doc: Mapping[str, Any], gpus: Mapping[str, Gpu], models: Mappi
         dist_init_port=_require("recipes.yaml", doc["multinode"], "dist_init_port", int),
         default_loader_threads=_require("recipes.yaml", doc, "default_loader_threads", int),
         matrix=matrix,
-        rules=tuple(rules),
+        rules=rules,
+        deployment_rules=_parse_rules("deployment_rules", _require("recipes.yaml", doc, "deployment_rules", list)),
+        mamba_cache=_parse_mamba_cache(_require("recipes.yaml", doc, "mamba_cache", list)),
         offered=offered,
         parsers={k: _require("parsers", parsers, k, str) for k in ("reasoning", "tool_call")},
     )

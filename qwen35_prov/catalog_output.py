@@ -29,12 +29,18 @@ def catalog_to_dict(section: str | None = None) -> dict[str, Any]:
                         for prec, by_gpu in by_prec.items()}
                 for model, by_prec in recipes.matrix.items()
             },
-            "rules": [{"name": r.name, "when": [dict(c) for c in r.when],
-                       "unless": dict(r.unless) if r.unless else None,
-                       "flags": list(r.flags), "env": dict(r.env)} for r in recipes.rules],
+            "rules": [_rule(r) for r in recipes.rules],
+            "deployment_rules": [_rule(r) for r in recipes.deployment_rules],
+            "mamba_cache": [{"when": dict(m.when), "allowed": list(m.allowed), "default": m.default,
+                             "refuse": m.refuse} for m in recipes.mamba_cache],
         },
     }
     return {section: data[section]} if section else data
+
+
+def _rule(r) -> dict:
+    return {"name": r.name, "when": [dict(c) for c in r.when], "unless": dict(r.unless) if r.unless else None,
+            "flags": list(r.flags), "env": dict(r.env)}
 
 
 def _table(rows: list[list[str]]) -> str:

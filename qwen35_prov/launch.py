@@ -79,20 +79,22 @@ def launch_for_node(*, recipes: RecipeBook, gpu: Gpu, model: Model, precision: s
     values = {"tp": tp, "ep": ep, "mem": mem, "nnodes": nnodes, "node_rank": node_rank,
               "dist_init_addr": f"{dist_init_host}:{dist_init_port}", **parsers}
     recipe_flags, env, applied = apply_rules(recipes.rules, facts, values)
-    argv = [*recipes.entrypoint, "--model-path", model_path, "--served-model-name", repo, *recipe_flags]
-    argv += ["--context-length", str(options.context_length)]
-    if options.loader_threads != recipes.default_loader_threads:
-        loader = {"enable_multithread_load": "true", "num_threads": options.loader_threads}
-        argv += ["--model-loader-extra-config", json.dumps(loader, separators=(",", ":"))]
-    if gpu.mm_attention_backend:
-        argv += ["--mm-attention-backend", gpu.mm_attention_backend]
     host = node_address if options.bind == "cluster" else "0.0.0.0"
-    argv += ["--watchdog-timeout", str(options.watchdog_timeout), "--enable-metrics",
-             "--host", host, "--port", str(replica.port)]
-    if replica.gpu_ids[0]:
-        argv += ["--base-gpu-id", str(replica.gpu_ids[0])]
-    if options.cuda_ipc_transport and gpu.vendor == "nvidia":
-        env["SGLANG_USE_CUDA_IPC_TRANSPORT"] = "1"
+    deployment_facts = {
+        **facts, "loader_threads_default": options.loader_threads == recipes.default_loader_threads,
+        "mm_attention_backend": gpu.mm_attention_backend is not None, "base_gpu_id": replica.gpu_ids[0] > 0,
+        "cuda_ipc_transport": options.cuda_ipc_transport,
+    }
+    deployment_values = {
+        "context_length": options.context_length, "watchdog_timeout": options.watchdog_timeout, "host": host,
+        "port": replica.port, "base_gpu_id": replica.gpu_ids[0], "mm_attention_backend": gpu.mm_attention_backend,
+        "loader_config": json.dumps({"enable_multithread_load": "true", "num_threads": options.loader_threads},
+                                    separators=(",", ":")),
+    }
+    deployment_flags, deployment_env, _ = apply_rules(recipes.deployment_rules, deployment_facts, deployment_values)
+    argv = [*recipes.entrypoint, "--model-path", model_path, "--served-model-name", repo, *recipe_flags,
+            *deployment_flags]
+    env.update(deployment_env)
     return NodeLaunch(
         replica=replica.index, node_rank=node_rank, node_index=node_index, node_name=node_name,
         is_head=node_rank == 0, port=replica.port, gpu_ids=replica.gpu_ids, argv=tuple(argv), env=env,

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from .catalog import Catalog, Cell, Gpu, Model, load_catalog
+from .catalog import Catalog, Cell, Gpu, Model, RecipeBook, load_catalog
 from .cluster import ClusterSpec, parse_cluster
 from .errors import UserError
 from .launch import NodeLaunch, Replica, launch_for_node
@@ -60,19 +60,13 @@ def _checkpoint(model: Model, precision: str, gpu: Gpu):
     return checkpoint
 
 
-def _mamba_v2(options: PlanOptions, gpu: Gpu, model: Model) -> bool:
-    choice = options.mamba_cache
-    if gpu.vendor == "amd":
-        if choice == "v2":
-            raise UserError("--mamba-cache v2 needs the FLA kernels of NVIDIA GPUs; AMD GPUs use v1")
-        return False
-    if options.mtp:
-        if choice == "v1":
-            raise UserError(
-                "--mamba-cache v1: with MTP on, NVIDIA recipes use v2 (extra_buffer); pass --no-mtp to choose v1")
-        return True
-    if choice == "v2" and not model.moe:
-        raise UserError(f"--mamba-cache v2 without MTP is offered for MoE models only; {model.id} is dense (use v1)")
+def _mamba_v2(recipes: RecipeBook, options: PlanOptions, gpu: Gpu, model: Model) -> bool:
+    """The recipes' mamba_cache table: the first entry matching the plan allows some choices and has a default."""
+    facts = {"vendor": gpu.vendor, "gpu": gpu.id, "model": model.id, "moe": model.moe, "mtp": options.mtp}
+    entry = next(e for e in recipes.mamba_cache if condition_matches(e.when, facts))
+    choice = options.mamba_cache or entry.default
+    if choice not in entry.allowed:
+        raise UserError(entry.refuse.format(choice=choice, model=model.id))
     return choice == "v2"
 
 
@@ -152,7 +146,7 @@ def plan(cluster_spec: str | ClusterSpec, options: PlanOptions | None = None, *,
         supported = sorted(recipes.matrix.get(model.id, {}).get(precision, {}))
         raise UserError(
             f"no recipe for {model.id} {precision.upper()} on {gpu.id}; supported GPUs: {', '.join(supported)}")
-    mamba_v2 = _mamba_v2(options, gpu, model)
+    mamba_v2 = _mamba_v2(recipes, options, gpu, model)
     _check_offered(recipes, options, model, precision, gpu)
     tp, tp_source, notes = _choose_tp(cluster, model, precision, cell, checkpoint.weight_gb,
                                       recipes.assumed_mem_fraction_static)
