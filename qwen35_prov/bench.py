@@ -31,6 +31,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
+from .cli_options import add_deployment_target, print_json
 from .errors import UserError
 
 PROFILES = ("latency", "throughput", "accuracy")
@@ -572,7 +573,6 @@ def _profiles(value: str | None) -> list[str]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .cli import print_json
     from .rollout import resolve_inventory, state_root
 
     if not 0 <= args.tolerance < 1:
@@ -671,9 +671,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "metric misses its reference by more than the tolerance.",
         epilog="Examples: qwen35-prov bench --cluster h200x8 ; qwen35-prov bench --inventory inv --profile latency "
                "--json ; qwen35-prov bench --cluster h200x8 --results old/raw  (compare files already fetched)")
-    target = p.add_mutually_exclusive_group()
-    target.add_argument("--cluster", help="the cluster `up` deployed")
-    target.add_argument("--inventory", help="an inventory folder written by `qwen35-prov inventory`")
+    add_deployment_target(p)
     p.add_argument("--profile", default="all", metavar="{latency,throughput,accuracy,all}",
                    help="which runs, comma separated (default all)")
     p.add_argument("--replica", type=int, default=0, help="the replica to measure (default 0)")

@@ -32,6 +32,7 @@ import yaml
 
 from . import __version__, collection
 from .catalog import Catalog, load_catalog
+from .cli_options import add_plan_options, add_site_vars_option, plan_options_from, print_json
 from .errors import UserError
 from .fleet import Fleet, Host, Selection, load_fleet, select_hosts
 from .nccl import nccl_floor
@@ -448,8 +449,6 @@ def write_inventory(cluster: str, fleet_path: str | Path, out_dir: str | Path, o
 # --- CLI -------------------------------------------------------------------------------------------------
 
 def cmd_inventory(args: argparse.Namespace) -> int:
-    from .cli import plan_options_from, print_json
-
     weights_dir_given = args.weights_dir is not None
     if not weights_dir_given:
         args.weights_dir = PlanOptions().weights_dir
@@ -476,8 +475,6 @@ def cmd_inventory(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .cli import add_plan_options
-
     p = sub.add_parser(
         "inventory", help="write an Ansible inventory for a cluster of the fleet",
         description="Pick the cluster's hosts from the fleet file (a named cluster of the fleet, or the first "
@@ -493,10 +490,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(weights_dir=None)  # unset: the fleet's weights_dir, else the planner's default
     p.add_argument("--json", action="store_true", help="print what was written as JSON")
     p.set_defaults(func=cmd_inventory)
-
-
-def add_site_vars_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--site-vars", metavar="DIR",
-                   help="the site-wide settings (mirrors, pins, paths): a group_vars-style folder whose all/ files "
-                        "are copied into the inventory's group_vars/all/, below the plan's variables (default: "
-                        "group_vars/ beside the fleet file, else the tool's own group_vars/; docs/site-settings.md)")

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from . import __version__
+from .cli_options import add_deployment_target
 from .errors import UserError
 
 NODE_EXPORTER_PORT = 9100
@@ -202,9 +203,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "Device Metrics Exporter on AMD nodes; labels cluster, node, gpu_kind, replica, node_rank.",
         epilog="Examples: qwen35-prov metrics --cluster h200x8 --out prometheus.yml ; "
                "qwen35-prov metrics --inventory inv > scrape.yml")
-    target = p.add_mutually_exclusive_group()
-    target.add_argument("--cluster", help="the cluster `up` deployed")
-    target.add_argument("--inventory", help="an inventory folder written by `qwen35-prov inventory`")
+    add_deployment_target(p)
     p.add_argument("--out", help="write the configuration to FILE (default: print it)")
     p.add_argument("--scrape-interval", default="15s", help="Prometheus scrape interval (default 15s)")
     p.add_argument("--node-exporter-port", type=int, default=NODE_EXPORTER_PORT, help="default 9100")

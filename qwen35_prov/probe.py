@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .catalog import Catalog, load_catalog
+from .cli_options import print_json
 from .fleet import Fleet, Host
 from .options import PlanOptions
 from .gpu_facts_parse import (
@@ -431,8 +432,6 @@ def results_to_dict(results: Sequence[ProbeResult], fleet: Fleet, catalog: Catal
 
 def cmd_fleet_probe(args) -> int:
     import sys
-
-    from .cli import print_json
     from .errors import UserError
     from .fleet import load_fleet, write_fleet_facts
 
@@ -493,7 +492,6 @@ def register(sub) -> None:
 
 
 def cmd_fleet_check(args) -> int:
-    from .cli import print_json
     from .fleet import load_fleet
 
     fleet = load_fleet(args.fleet)

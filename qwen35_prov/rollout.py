@@ -15,8 +15,9 @@ from typing import Any
 
 import yaml
 
+from .cli_options import add_deployment_target, add_plan_options, add_site_vars_option, plan_options_from, print_json
 from .errors import UserError
-from .inventory import add_site_vars_option, write_inventory
+from .inventory import write_inventory
 from .pins import apply_overrides
 from .runner import Progress, RunResult, run_playbook, summarize
 
@@ -97,8 +98,6 @@ def sandbox_extravars(name: str, repo: str, progress=lambda _m: None):
 
 def _print_summary(kind: str, result: RunResult, endpoints: list[str], started: float, as_json: bool,
                    extra: dict[str, Any] | None = None) -> None:
-    from .cli import print_json
-
     data = {**summarize(result, endpoints), "seconds": round(time.monotonic() - started, 1), **(extra or {})}
     if as_json:
         print_json(data)
@@ -131,7 +130,6 @@ def _lock_revision(args: argparse.Namespace, options, fleet: Path, inventory: Pa
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from .cli import plan_options_from
     from .keys import secrets_dir
 
     if bool(args.sandbox) == bool(args.fleet):
@@ -231,7 +229,6 @@ def _report_rows(result: RunResult, key: str) -> list[dict[str, Any]]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .cli import print_json
     from .keys import api_key_file, keyed
 
     result, inventory, started = _run_read(args, "status.yml")
@@ -254,8 +251,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .cli import print_json
-
     result, inventory, started = _run_read(args, "verify.yml", {"qwen35_validate_deep": bool(args.deep)})
     rows = _report_rows(result, "checks")
     result.failures = [f for f in result.failures if f.task != "Every check passed"]  # the rows say it
@@ -291,8 +286,6 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .cli import add_plan_options
-
     p = sub.add_parser(
         "up", help="plan, write the inventory and roll the whole deployment out",
         description="Plan the deployment, write its inventory under $QWEN35_STATE_DIR (default ./.qwen35-prov), "
@@ -323,9 +316,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             ("down", cmd_down, "stop and disable the SGLang units (weights stay unless --purge-weights)"),
             ("preflight", cmd_preflight, "checks before serving: --nccl runs the all-reduce bandwidth check")):
         p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
-        target = p.add_mutually_exclusive_group()
-        target.add_argument("--cluster", help="the cluster `up` deployed")
-        target.add_argument("--inventory", help="an inventory folder written by `qwen35-prov inventory`")
+        add_deployment_target(p)
         if name == "down":
             p.add_argument("--purge-weights", action="store_true", help="also delete the model weights")
         if name == "validate":

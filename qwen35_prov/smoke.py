@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .cli_options import print_json
 from .errors import UserError
 
 CHECKS = ("health", "models", "chat", "thinking", "thinking-off", "tool-call", "image")
@@ -274,8 +275,6 @@ def run_smoke(url: str, *, model: str | None = None, image: bool = False, timeou
 # ---------------------------------------------------------------------------------------------- CLI
 
 def cmd_smoke(args: argparse.Namespace) -> int:
-    from .cli import print_json
-
     api_key = args.api_key
     if args.api_key_file:
         try:

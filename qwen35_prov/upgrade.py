@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .cli_options import add_deployment_target, print_json
 from .errors import Interrupted, UserError
 from .pins import OVERRIDE, apply_overrides, read_overrides, write_overrides
 from .rollout import _is_sandbox, _read_yaml, resolve_inventory, sandbox_extravars, state_root
@@ -48,8 +49,6 @@ def _base_extravars(inventory: Path, name: str) -> tuple[dict[str, Any], dict[st
 
 
 def _print(data: dict[str, Any], as_json: bool) -> None:
-    from .cli import print_json
-
     if as_json:
         print_json(data)
         return
@@ -303,9 +302,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="Examples: qwen35-prov upgrade --cluster h200x8 --image lmsysorg/sglang:v0.5.24 ; "
                "qwen35-prov upgrade --inventory inv --driver-version 580.159.04 --json ; "
                "qwen35-prov upgrade --cluster h100x16 --driver-version 580.173.02 --reboot")
-    target = p.add_mutually_exclusive_group()
-    target.add_argument("--cluster", help="the cluster `up` deployed")
-    target.add_argument("--inventory", help="an inventory folder written by `qwen35-prov inventory`")
+    add_deployment_target(p)
     what = p.add_mutually_exclusive_group()
     what.add_argument("--image", help="the new SGLang image (repository:tag or @sha256 digest; no mutable tags)")
     what.add_argument("--driver-version", help="the new NVIDIA driver package version (e.g. 580.159.04)")
