@@ -17,7 +17,7 @@ RULE_FACTS = (
     "vendor", "gpu", "precision", "model", "moe", "mtp", "mamba_v2", "tp_gt_1", "has_ep", "has_mem",
     "multinode", "reasoning_parser", "tool_call_parser", "kv_offload",
     # the deployment's (recipes.yaml deployment_rules)
-    "loader_threads_default", "mm_attention_backend", "base_gpu_id", "cuda_ipc_transport",
+    "loader_threads_default", "mm_attention_backend", "base_gpu_id", "cuda_ipc_transport", "weights_on_network",
 )
 MAMBA_CHOICES = ("v1", "v2")
 #: Choices the generator offers only for some cells (recipes.yaml `offered`), tested on these facts

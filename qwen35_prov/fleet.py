@@ -25,8 +25,11 @@ TOP_LEVEL_KEYS = ("defaults", "hosts", "clusters")
 # Host fields, in the order docs/fleet.md lists them. `facts` is written by `fleet probe --update`.
 HOST_FIELDS = (
     "name", "address", "ssh_user", "ssh_port", "ssh_key", "known_hosts", "gpu", "gpu_count",
-    "network_interface", "ib_hcas", "weights_dir", "labels", "facts",
+    "network_interface", "ib_hcas", "weights_dir", "weights_storage", "labels", "facts",
 )
+#: where the weights folder lives: on the host's own disks, or on a network filesystem (NFS, Lustre) that SGLang
+#: reads better by prefetching the checkpoint shards (recipes.yaml deployment rule network-weights-prefetch)
+WEIGHTS_STORAGE = ("local", "network")
 NOT_IN_DEFAULTS = ("name", "address", "facts")
 CLUSTER_FIELDS = ("hosts",)
 # Inventory hostnames become file names (host_vars/NAME.yml) and Ansible group members.
@@ -66,6 +69,7 @@ class Host:
     network_interface: str | None = None
     ib_hcas: tuple[str, ...] = ()
     weights_dir: str | None = None
+    weights_storage: str = "local"
     labels: Mapping[str, Any] = field(default_factory=dict)
     facts: Mapping[str, Any] | None = None
     line: int = 0
@@ -263,6 +267,10 @@ def _check_field(problems: _Problems, where: str, line: int, key: str, value: An
         return _resolve_path(value, base)
     if key == "network_interface" and not _IFNAME.match(value):
         return bad(f"{value!r} is not a network interface name (at most 15 characters, no spaces or '/')")
+    if key == "weights_storage":
+        if value not in WEIGHTS_STORAGE:
+            return bad(f"expected one of {', '.join(WEIGHTS_STORAGE)}, got {value!r}")
+        return value
     if key == "weights_dir":
         problem = weights_dir_problem(value)
         return bad(f"{value!r} {problem}") if problem else normal_weights_dir(value)
@@ -397,7 +405,8 @@ def parse_fleet(text: str, path: str | Path = "fleet.yml", catalog: Catalog | No
             ssh_user=values.get("ssh_user"), ssh_port=values.get("ssh_port", DEFAULT_SSH_PORT),
             ssh_key=values.get("ssh_key"), known_hosts=values.get("known_hosts"),
             network_interface=values.get("network_interface"), ib_hcas=tuple(values.get("ib_hcas", ())),
-            weights_dir=values.get("weights_dir"), labels=values.get("labels", {}), facts=values.get("facts"),
+            weights_dir=values.get("weights_dir"), weights_storage=values.get("weights_storage", "local"),
+            labels=values.get("labels", {}), facts=values.get("facts"),
             line=raw.line,
         )
         if host.name.lower() in seen_names:   # host names are case-insensitive (DNS, inventories)

@@ -276,7 +276,8 @@ def plan_for_fleet(cluster: str, fleet: Fleet, options: PlanOptions, gpus_per_no
     selection = select_hosts(fleet, cluster, catalog, gpus_per_node)
     options = _weights_dir(selection, options, weights_dir_given)
     the_plan = plan(selection.spec, options, node_names=[h.name for h in selection.hosts],
-                    node_addresses=[h.address for h in selection.hosts], catalog=catalog)
+                    node_addresses=[h.address for h in selection.hosts],
+                    node_weights_on_network=[h.weights_storage == "network" for h in selection.hosts], catalog=catalog)
     if the_plan.nodes_per_replica > 1:
         for replica in the_plan.replicas:
             head = selection.hosts[replica.head]

@@ -65,7 +65,7 @@ class NodeLaunch:
 def launch_for_node(*, recipes: RecipeBook, gpu: Gpu, model: Model, precision: str, options: PlanOptions,
                     repo: str, model_path: str, tp: int, ep: int | None, mem: float | None, mamba_v2: bool,
                     replica: Replica, node_rank: int, node_index: int, node_name: str, node_address: str,
-                    dist_init_host: str, dist_init_port: int) -> NodeLaunch:
+                    dist_init_host: str, dist_init_port: int, weights_on_network: bool = False) -> NodeLaunch:
     nnodes = len(replica.node_indexes)
     parsers = {"reasoning_parser": recipes.parsers["reasoning"] if options.reasoning_parser else None,
                "tool_call_parser": recipes.parsers["tool_call"] if options.tool_call_parser else None}
@@ -83,7 +83,7 @@ def launch_for_node(*, recipes: RecipeBook, gpu: Gpu, model: Model, precision: s
     deployment_facts = {
         **facts, "loader_threads_default": options.loader_threads == recipes.default_loader_threads,
         "mm_attention_backend": gpu.mm_attention_backend is not None, "base_gpu_id": replica.gpu_ids[0] > 0,
-        "cuda_ipc_transport": options.cuda_ipc_transport,
+        "cuda_ipc_transport": options.cuda_ipc_transport, "weights_on_network": weights_on_network,
     }
     deployment_values = {
         "context_length": options.context_length, "watchdog_timeout": options.watchdog_timeout, "host": host,

@@ -130,8 +130,10 @@ def default_node_names(count: int) -> tuple[str, ...]:
 
 def plan(cluster_spec: str | ClusterSpec, options: PlanOptions | None = None, *, gpus_per_node: int | None = None,
          node_names: Sequence[str] | None = None, node_addresses: Sequence[str] | None = None,
-         catalog: Catalog | None = None) -> Plan:
-    """Plan a deployment. node_names/node_addresses bind the cluster's node slots to real hosts."""
+         node_weights_on_network: Sequence[bool] | None = None, catalog: Catalog | None = None) -> Plan:
+    """Plan a deployment. node_names/node_addresses bind the cluster's node slots to real hosts;
+    node_weights_on_network says which of them keep the weights on a network filesystem (the fleet's
+    weights_storage)."""
     catalog = catalog or load_catalog()
     options = options or PlanOptions()
     cluster = (cluster_spec if isinstance(cluster_spec, ClusterSpec)
@@ -187,7 +189,8 @@ def plan(cluster_spec: str | ClusterSpec, options: PlanOptions | None = None, *,
             recipes=recipes, gpu=gpu, model=model, precision=precision, options=options, repo=repo,
             model_path=model_path, tp=tp, ep=ep, mem=cell.mem, mamba_v2=mamba_v2, replica=replica,
             node_rank=rank, node_index=node_index, node_name=names[node_index], node_address=addresses[node_index],
-            dist_init_host=addresses[replica.head], dist_init_port=dist_port)
+            dist_init_host=addresses[replica.head], dist_init_port=dist_port,
+            weights_on_network=bool(node_weights_on_network and node_weights_on_network[node_index]))
         for replica in replicas
         for rank, node_index in enumerate(replica.node_indexes)
     )

@@ -53,6 +53,9 @@ def probe_script(weights_dir: str) -> str:
         f"wd() {{ d={wd}; while [ ! -e \"$d\" ] && [ \"$d\" != / ]; do d=$(dirname \"$d\"); done; echo \"$d\"; "
         "df -B1 --output=avail \"$d\"; }",
         "sec weights-dir wd",
+        f"wfs() {{ d={wd}; while [ ! -e \"$d\" ] && [ \"$d\" != / ]; do d=$(dirname \"$d\"); done; "
+        "stat -f -c %T \"$d\"; }",
+        "sec weights-fs wfs",
         "sec ip tool ip -j addr",
         "sec infiniband ls -1 /sys/class/infiniband",
         "exit 0",
@@ -91,6 +94,7 @@ class HostFacts:
     kernel: str | None = None
     hostname: str | None = None
     weights_dir_checked: str | None = None
+    weights_filesystem: str | None = None   # `stat -f -c %T` of the weights folder (or its nearest parent)
     disk_free_bytes: int | None = None
     interfaces: list[Interface] = field(default_factory=list)
     ib_hcas: list[str] = field(default_factory=list)
@@ -175,12 +179,23 @@ def parse_probe_output(text: str) -> HostFacts:
             facts.disk_free_bytes = parse_df_avail(rest)
         except ParseError as exc:
             facts.warnings.append(str(exc))
+    facts.weights_filesystem = (ok("weights-fs") or "").strip() or None
     facts.interfaces = attempt("ip", parse_ip_addr_json) or []
     facts.ib_hcas = sorted((ok("infiniband") or "").split())
     return facts
 
 
 # --- comparing with the fleet file -----------------------------------------------------------------------
+
+#: `stat -f -c %T` names of filesystems whose reads cross the network (coreutils' names; fuse mounts unknown)
+NETWORK_FILESYSTEMS = ("nfs", "nfs4", "lustre", "smb2", "cifs", "ceph", "glusterfs", "gpfs", "afs", "9p", "beegfs")
+
+
+def weights_on_network_filesystem(fs_type: str | None) -> bool | None:
+    """True/False for a filesystem type `stat -f` names; None when unknown (no answer, or a fuse mount)."""
+    if not fs_type or fs_type.startswith("fuse"):
+        return None
+    return fs_type.lower() in NETWORK_FILESYSTEMS
 
 def compare(host: Host, facts: HostFacts, catalog: Catalog) -> list[str]:
     """Every way the host differs from its fleet entry, as 'HOST: fleet says X, host has Y' lines."""
@@ -214,6 +229,12 @@ def compare(host: Host, facts: HostFacts, catalog: Catalog) -> list[str]:
         if kind == host.gpu and small:
             problems.append(f"{host.name}: GPU(s) {', '.join(str(g.index) for g in small)} report "
                             f"{small[0].memory_mib} MiB, a {host.gpu} has {expected_mib} MiB")
+    on_network = weights_on_network_filesystem(facts.weights_filesystem)
+    if on_network is not None and on_network != (host.weights_storage == "network"):
+        where = facts.weights_dir_checked or host.weights_dir or DEFAULT_WEIGHTS_DIR
+        problems.append(f"{host.name}: fleet says weights_storage {host.weights_storage}, {where} is on "
+                        f"{facts.weights_filesystem} ({'a network' if on_network else 'a local'} filesystem); set "
+                        f"weights_storage: {'network' if on_network else 'local'}")
     names = {i.name for i in facts.interfaces}
     if host.network_interface and facts.interfaces and host.network_interface not in names:
         problems.append(f"{host.name}: fleet says network_interface {host.network_interface}, host has "
@@ -241,6 +262,7 @@ def fleet_facts(facts: HostFacts, catalog: Catalog) -> dict[str, Any]:
         "os": facts.os_name,
         "kernel": facts.kernel,
         "weights_dir_free_gb": round(facts.disk_free_bytes / 1e9, 1) if facts.disk_free_bytes is not None else None,
+        "weights_filesystem": facts.weights_filesystem,
         "interfaces": sorted(i.name for i in facts.interfaces),
         "ib_hcas": list(facts.ib_hcas),
     }
@@ -500,7 +522,8 @@ def cmd_fleet_check(args) -> int:
             "fleet": str(fleet.path),
             "hosts": [{"name": h.name, "address": h.address, "gpu": h.gpu, "gpu_count": h.gpu_count,
                        "ssh_user": h.ssh_user, "ssh_port": h.ssh_port, "network_interface": h.network_interface,
-                       "ib_hcas": list(h.ib_hcas), "weights_dir": h.weights_dir, "labels": dict(h.labels),
+                       "ib_hcas": list(h.ib_hcas), "weights_dir": h.weights_dir,
+                       "weights_storage": h.weights_storage, "labels": dict(h.labels),
                        "facts": h.facts} for h in fleet.hosts],
             "clusters": {c.name: list(c.hosts) for c in fleet.clusters.values()},
         })

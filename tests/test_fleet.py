@@ -96,7 +96,7 @@ def test_every_problem_is_reported_with_line_host_and_field():
     f = "/srv/fleet/fleet.yml"
     assert errs == [
         f"{f}:3: defaults: unknown field 'ssh_usr' (did you mean 'ssh_user'?); allowed: ssh_user, ssh_port, "
-        f"ssh_key, known_hosts, gpu, gpu_count, network_interface, ib_hcas, weights_dir, labels",
+        f"ssh_key, known_hosts, gpu, gpu_count, network_interface, ib_hcas, weights_dir, weights_storage, labels",
         f"{f}:4: defaults: name: is per host; it cannot be a default",
         f"{f}:8: host gpu-01: gpu: unknown GPU kind 'h1000' (did you mean 'h100'?); known: h100, h200, b200, "
         f"b300, gb200, gb300, mi300x, mi325x, mi355x",
@@ -113,7 +113,7 @@ def test_every_problem_is_reported_with_line_host_and_field():
         f"{f}:19: hosts[2]: missing required field 'name'",
         f"{f}:19: hosts[2]: missing required field 'gpu_count'",
         f"{f}:25: host gpu-01: unknown field 'colour'; allowed: name, address, ssh_user, ssh_port, ssh_key, "
-        f"known_hosts, gpu, gpu_count, network_interface, ib_hcas, weights_dir, labels, facts",
+        f"known_hosts, gpu, gpu_count, network_interface, ib_hcas, weights_dir, weights_storage, labels, facts",
     ]
 
 
@@ -422,3 +422,24 @@ def test_yaml_aliases_are_refused_before_they_expand():
         for i in range(12)) + HOST
     [problem] = problems(bomb)
     assert "aliases" in problem and len(problem) < 300
+
+
+def test_weights_storage_is_local_unless_the_fleet_says_network_and_then_that_node_prefetches():
+    from qwen35_prov.inventory import plan_for_fleet
+    from qwen35_prov.options import PlanOptions
+
+    f = fleet("""
+        hosts:
+          - {name: gpu-01, address: 10.0.0.11, gpu: h100, gpu_count: 8, weights_storage: network}
+          - {name: gpu-02, address: 10.0.0.12, gpu: h100, gpu_count: 8}
+        """)
+    assert [h.weights_storage for h in f.hosts] == ["network", "local"]
+    _, the_plan = plan_for_fleet("h100x16", f, PlanOptions())
+    first, second = the_plan.nodes
+    assert "--weight-loader-prefetch-checkpoints" in first.argv
+    assert "--weight-loader-prefetch-checkpoints" not in second.argv
+    [problem] = problems("""
+        hosts:
+          - {name: gpu-01, address: 10.0.0.11, gpu: h100, gpu_count: 8, weights_storage: nvme}
+        """)
+    assert problem.endswith("host gpu-01: weights_storage: expected one of local, network, got 'nvme'")

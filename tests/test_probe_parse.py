@@ -222,3 +222,20 @@ def test_pci_count_before_the_driver_is_installed():
 ])
 def test_gpu_names_to_catalog_kinds(name, kind):
     assert match_gpu_kind(name, CATALOG.gpus) == kind
+
+
+def test_the_weights_filesystem_is_compared_with_the_fleets_weights_storage():
+    text = "".join(f"@@qwen35-probe begin {name}\n{out}\n@@qwen35-probe end {name} 0\n" for name, out in (
+        ("weights-dir", "/data\nAvail\n1000000000000"), ("weights-fs", "nfs")))
+    facts = parse_probe_output(text)
+    assert facts.weights_filesystem == "nfs" and fleet_facts(facts, CATALOG)["weights_filesystem"] == "nfs"
+    local = Host(name="gpu-01", address="10.0.0.1", gpu="h100", gpu_count=8)
+    assert ("gpu-01: fleet says weights_storage local, /data is on nfs (a network filesystem); "
+            "set weights_storage: network") in compare(local, facts, CATALOG)
+    network = Host(name="gpu-01", address="10.0.0.1", gpu="h100", gpu_count=8, weights_storage="network")
+    assert not [p for p in compare(network, facts, CATALOG) if "weights_storage" in p]
+    facts.weights_filesystem = "ext2/ext3"
+    assert "/data is on ext2/ext3 (a local filesystem); set weights_storage: local" in " ".join(
+        compare(network, facts, CATALOG))
+    facts.weights_filesystem = "fuseblk"   # unknown: not judged
+    assert not [p for p in compare(network, facts, CATALOG) if "weights_storage" in p]

@@ -118,6 +118,21 @@ def test_every_rendered_command_parses(parser, sglang_warnings):
     assert kinds == set(load_catalog().gpus), kinds
 
 
+def test_network_weights_render_the_prefetch_flag_sglang_accepts(parser, sglang_warnings):
+    """A node whose weights sit on a network filesystem (fleet weights_storage: network) prefetches the shards;
+    with the default loader threads multithreaded loading goes off (SGLang's rule), with an explicit count the
+    loader configuration keeps it on."""
+    for threads in (8, 64):
+        p = plan("h100x16", PlanOptions(loader_threads=threads), node_weights_on_network=[True, False])
+        on_network, local = p.nodes
+        assert "--weight-loader-prefetch-checkpoints" not in local.argv
+        args = parser.parse_args(list(on_network.argv)[3:])
+        handle_deprecated_args(ServerArgs.from_cli_args(args))
+        assert not sglang_warnings, sglang_warnings
+        assert args.weight_loader_prefetch_checkpoints is True
+        assert (args.model_loader_extra_config != "{}") == (threads != 8), args.model_loader_extra_config
+
+
 def test_the_warning_check_sees_sglang_deprecations(parser, sglang_warnings):
     """The check above would see the cookbook's old allreduce spelling: SGLang 0.5.23 warns about it."""
     args = parser.parse_args(["--model-path", "/m", "--enable-flashinfer-allreduce-fusion"])
