@@ -32,7 +32,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import yaml
 
 from .cli_options import add_deployment_target, print_json
+from .deployment import Deployed, resolve, state_root
 from .errors import UserError
+from .runner import Progress, run_playbook
 
 PROFILES = ("latency", "throughput", "accuracy")
 DEFAULT_TOLERANCE = 0.10
@@ -514,30 +516,18 @@ def write_chart(report: Mapping[str, Any], path: Path) -> Path:
 
 # ------------------------------------------------------------------------------------------------ inventory
 
-def deployment_of(inventory: Path, replica: int) -> Deployment:
-    def read(p: Path) -> Any:
-        try:
-            return yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise UserError(f"{p}: missing (write the inventory with `qwen35-prov inventory`)") from None
-
-    plan_vars = read(inventory / "group_vars" / "qwen35_nodes" / "plan.yml")
-    plan = plan_vars.get("qwen35_plan")
-    if not plan:
-        raise UserError(f"{inventory}: group_vars/qwen35_nodes/plan.yml has no qwen35_plan")
+def deployment_of(inventory: Path | Deployed, replica: int) -> Deployment:
+    deployed = inventory if isinstance(inventory, Deployed) else Deployed(inventory)
+    plan = deployed.plan
     layout = {r["replica"]: r for r in plan.get("replica_layout", [])}
     if replica not in layout:
         raise UserError(f"--replica {replica}: the plan has replicas {', '.join(map(str, sorted(layout)))}")
-    head = layout[replica]["head"]
-    hosts = read(inventory / "hosts.yml")["all"]["children"]["qwen35_nodes"]["hosts"]
-    conn = hosts.get(head) or {}
+    head, launch = deployed.head_launch(replica)
     # where the head's server listens, from its launch (the contract's `host`): as the head itself reaches it
-    launch = next((x for x in read(inventory / "host_vars" / f"{head}.yml").get("qwen35_launches", [])
-                   if x.get("replica") == replica and x.get("is_head")), {})
     host = str(launch.get("host") or "0.0.0.0")
-    return Deployment(cluster=str(plan_vars.get("qwen35_cluster", plan.get("cluster", ""))), gpu=plan["gpu"],
+    return Deployment(cluster=deployed.cluster, gpu=plan["gpu"],
                       model=str(plan["model"]), precision=plan["precision"], tp_size=int(plan["tp_size"]),
-                      mtp=bool(plan["mtp"]), replica=replica, head=head, address=str(conn.get("ansible_host", head)),
+                      mtp=bool(plan["mtp"]), replica=replica, head=head, address=deployed.nodes[head],
                       port=int(layout[replica]["port"]), sglang_version=str(plan.get("sglang_version", "")),
                       listen="127.0.0.1" if host in ("0.0.0.0", "::") else host)
 
@@ -573,17 +563,16 @@ def _profiles(value: str | None) -> list[str]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .rollout import resolve_inventory, state_root
-
     if not 0 <= args.tolerance < 1:
         raise UserError(f"--tolerance {args.tolerance}: give a fraction between 0 and 1 (0.1 = 10 %)")
     if not 0 <= args.range_ratio <= 1:
         raise UserError(f"--range-ratio {args.range_ratio}: must be between 0 and 1")
-    inventory, name = resolve_inventory(args)
-    deployment = deployment_of(inventory, args.replica)
+    deployed = resolve(args)
+    inventory, name = deployed.inventory, deployed.name
+    deployment = deployment_of(deployed, args.replica)
     specs = run_specs(_profiles(args.profile), range_ratio=args.range_ratio, num_questions=args.num_questions)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = Path(args.out).resolve() if args.out else state_root() / name / "bench" / stamp
+    out = Path(args.out).resolve() if args.out else deployed.state_dir / "bench" / stamp
     raw = out / "raw"
     run_result = None
     if args.results:
@@ -624,9 +613,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _run_on_head(args: argparse.Namespace, inventory: Path, name: str, deployment: Deployment,
                  specs: Sequence[RunSpec], raw: Path, stamp: str):
-    from .rollout import state_root
-    from .runner import Progress, run_playbook
-
     inputs: dict[str, str] = {}
     copies: list[dict[str, str]] = []
     for key, given in (("sharegpt", args.sharegpt), ("gsm8k", args.gsm8k_data)):

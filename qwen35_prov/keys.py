@@ -16,17 +16,6 @@ def secrets_dir(inventory: Path) -> Path:
     return Path(inventory).resolve().parent / "secrets"
 
 
-def keyed(inventory: Path) -> bool:
-    """Whether the inventory's deployment serves with an API key (group_vars/qwen35_nodes/server.yml)."""
-    import yaml
-
-    server = Path(inventory) / "group_vars" / "qwen35_nodes" / "server.yml"
-    try:
-        return bool((yaml.safe_load(server.read_text(encoding="utf-8")) or {}).get("qwen35_api_key", False))
-    except OSError:
-        return False
-
-
 def api_key_file(inventory: Path, keyed: bool) -> Path | None:
     """The file clients read the API key from, or None when the deployment serves without a key."""
     return secrets_dir(inventory) / API_KEY if keyed else None

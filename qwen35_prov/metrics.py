@@ -27,6 +27,7 @@ import yaml
 
 from . import __version__
 from .cli_options import add_deployment_target
+from .deployment import Deployed, resolve
 from .errors import UserError
 
 NODE_EXPORTER_PORT = 9100
@@ -58,29 +59,19 @@ def read_inventory(inventory: Path) -> tuple[str, list[Node]]:
 
 
 def read_inventory_full(inventory: Path) -> tuple[str, list[Node], dict[str, Any]]:
-    """(cluster name, nodes in inventory order) from an inventory folder written by `qwen35-prov inventory`."""
-    def load(path: Path) -> Any:
-        try:
-            return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise UserError(f"{path}: missing (write the inventory with `qwen35-prov inventory`)") from None
-
-    hosts = load(inventory / "hosts.yml").get("all", {}).get("children", {}).get("qwen35_nodes", {}).get("hosts")
-    if not hosts:
-        raise UserError(f"{inventory / 'hosts.yml'}: no hosts in group qwen35_nodes")
-    plan_vars = load(inventory / "group_vars" / "qwen35_nodes" / "plan.yml")
-    cluster = str(plan_vars.get("qwen35_cluster") or plan_vars.get("qwen35_plan", {}).get("cluster") or inventory.name)
+    """(cluster name, nodes in inventory order, the plan's variables) of an inventory written by
+    `qwen35-prov inventory`."""
+    deployed = Deployed(inventory)
     nodes = []
-    for name, conn in hosts.items():
-        hv = load(inventory / "host_vars" / f"{name}.yml")
+    for name, address in deployed.nodes.items():
+        hv = deployed.host_vars(name)
         for key in ("qwen35_vendor", "qwen35_gpu_kind", "qwen35_launches"):
             if key not in hv:
                 raise UserError(f"{inventory / 'host_vars' / (name + '.yml')}: '{key}' is missing")
         launches = [Launch(int(x["replica"]), int(x["node_rank"]), bool(x["is_head"]), int(x["port"]),
                            [int(g) for g in x.get("gpu_ids", [])]) for x in hv["qwen35_launches"]]
-        nodes.append(Node(name, str((conn or {}).get("ansible_host", name)), hv["qwen35_vendor"],
-                          hv["qwen35_gpu_kind"], launches))
-    return cluster, nodes, plan_vars
+        nodes.append(Node(name, address, hv["qwen35_vendor"], hv["qwen35_gpu_kind"], launches))
+    return deployed.cluster, nodes, deployed.plan_vars
 
 
 def _target(address: str, port: int) -> str:
@@ -171,9 +162,7 @@ def render(config: dict[str, Any], command: str) -> str:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from .rollout import resolve_inventory
-
-    inventory, _ = resolve_inventory(args)
+    inventory = resolve(args).inventory
     cluster, nodes, plan_vars = read_inventory_full(inventory)
     for port, flag in ((args.node_exporter_port, "--node-exporter-port"), (args.dcgm_port, "--dcgm-port"),
                        (args.amd_port, "--amd-port"), (args.router_port or 1, "--router-port")):

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import yaml
 
+from .deployment import Deployed
 from .errors import UserError
 from .options import COMMIT
 
-WEIGHTS_VARS = Path("group_vars") / "qwen35_nodes" / "weights.yml"
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Revision:
 def locked_commit(inventory: Path, repo: str) -> str | None:
     """The commit an earlier `up` recorded for REPO in the stored inventory, if any."""
     try:
-        data = yaml.safe_load((inventory / WEIGHTS_VARS).read_text(encoding="utf-8")) or {}
+        data = Deployed(inventory).weights_vars
     except (OSError, yaml.YAMLError):
         return None
     commit = str(data.get("qwen35_model_revision") or "")

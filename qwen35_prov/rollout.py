@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shutil
 import sys
 import tempfile
@@ -13,80 +12,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .cli_options import add_deployment_target, add_plan_options, add_site_vars_option, plan_options_from, print_json
+from .deployment import Deployed, inventory_dir, resolve, state_root
 from .errors import UserError
 from .inventory import write_inventory
 from .pins import apply_overrides
 from .runner import Progress, RunResult, run_playbook, summarize
-
-
-def state_root() -> Path:
-    return Path(os.environ.get("QWEN35_STATE_DIR", ".qwen35-prov")).resolve()
-
-
-def _inventory_dir(name: str) -> Path:
-    return state_root() / name / "inventory"
-
-
-def _read_yaml(path: Path) -> Any:
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
-
-
-def _url_host(address: str) -> str:
-    return f"[{address}]" if ":" in address else address
-
-
-def endpoints_of(inventory: Path) -> list[str]:
-    """The deployment's endpoints: the gateway's first when the plan has one (on the node the plan names, its
-    `router`), then http://HEAD:PORT/v1 of every replica head."""
-    hosts = _read_yaml(inventory / "hosts.yml")["all"]["children"]["qwen35_nodes"]["hosts"]
-    plan = _read_yaml(inventory / "group_vars" / "qwen35_nodes" / "plan.yml")["qwen35_plan"]
-    urls = []
-    for name, conn in hosts.items():
-        host_vars = _read_yaml(inventory / "host_vars" / f"{name}.yml")
-        for launch in host_vars.get("qwen35_launches", []):
-            if launch["is_head"]:
-                address = (conn or {}).get("ansible_host", name)
-                urls.append((launch["replica"], f"http://{_url_host(address)}:{launch['port']}/v1"))
-    endpoints = [u for _, u in sorted(urls)]
-    router = plan.get("router")
-    if router:
-        address = (hosts.get(router["host"]) or {}).get("ansible_host", router["host"])
-        endpoints.insert(0, f"http://{_url_host(address)}:{router['port']}/v1")
-    return endpoints
-
-
-def resolve_inventory(args: argparse.Namespace) -> tuple[Path, str]:
-    """The inventory a read command works on: --inventory DIR, or the one `up` wrote for --cluster."""
-    if getattr(args, "inventory", None):
-        inv = Path(args.inventory)
-        if not (inv / "hosts.yml").exists():
-            raise UserError(f"--inventory {inv}: no hosts.yml there (write one with `qwen35-prov inventory`)")
-        return inv.resolve(), inv.resolve().name
-    if not getattr(args, "cluster", None):
-        known = sorted(p.parent.name for p in state_root().glob("*/inventory/hosts.yml"))
-        hint = f"; deployed here: {', '.join(known)}" if known else ""
-        raise UserError(f"say which deployment: --cluster C or --inventory DIR{hint}")
-    inv = _inventory_dir(args.cluster)
-    if not (inv / "hosts.yml").exists():
-        inv = _inventory_dir(_canonical(args.cluster))
-    if not (inv / "hosts.yml").exists():
-        raise UserError(f"no deployment of {args.cluster} under {state_root()}: run `qwen35-prov up --cluster "
-                        f"{args.cluster} ...` first, or pass --inventory DIR")
-    return inv, inv.parent.name
-
-
-def _canonical(cluster: str) -> str:
-    """mi300x8 -> mi300xx8; names that are no cluster spec stay as they are (named clusters of a fleet)."""
-    from .catalog import load_catalog
-    from .cluster import parse_cluster
-
-    try:
-        return parse_cluster(cluster, load_catalog()).name
-    except UserError:
-        return cluster
 
 
 def sandbox_extravars(name: str, repo: str, progress=lambda _m: None):
@@ -163,11 +94,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         envvars.update(services.env)
         # the controller asks the stand-in hub (TEST DOUBLE) for the commit, as it asks the real one elsewhere
         hub_env = {"HF_ENDPOINT": services.extravars["model_weights_hf_endpoint"], **services.env}
-    revision = _lock_revision(args, options, fleet, _inventory_dir(name), weights_dir_given, hub_env)
+    revision = _lock_revision(args, options, fleet, inventory_dir(name), weights_dir_given, hub_env)
     options = replace(options, revision=revision.commit)
     progress.console.print(f"    revision: {revision.commit} ({revision.describe()})")
     with contextlib.ExitStack() as scratch:
-        target = _inventory_dir(name)
+        target = inventory_dir(name)
         if args.check:
             # a dry run changes no file: the plan's inventory goes to a scratch copy of the stored one (its
             # upgrade pins included), removed afterwards
@@ -186,7 +117,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                                                                   "changed)" if args.check else ""))
         result = run_playbook("up.yml", inventory, state_dir=state_root() / name, extravars=extravars,
                               envvars=envvars, check=args.check, tags=args.tags, progress=progress)
-        endpoints = endpoints_of(inventory)
+        endpoints = Deployed(inventory, name).endpoints()
     extra = {"inventory": str(inventory), "check": bool(args.check),
              "revision": {"commit": revision.commit, "source": revision.source}}
     if args.sandbox:
@@ -199,19 +130,18 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _run_read(args: argparse.Namespace, playbook: str,
-              options: dict[str, Any] | None = None) -> tuple[RunResult, Path, float]:
-    inventory, name = resolve_inventory(args)
+              options: dict[str, Any] | None = None) -> tuple[RunResult, Deployed, float]:
+    deployed = resolve(args)
     started = time.monotonic()
     progress = None if args.json else Progress()
     extravars, envvars = dict(options or {}), {}
-    if _is_sandbox(name):
-        plan_vars = _read_yaml(inventory / "group_vars" / "qwen35_nodes" / "plan.yml")["qwen35_plan"]
-        services = sandbox_extravars(name, plan_vars["model_repo"])
-
-        extravars, envvars = {**apply_overrides(dict(services.extravars), inventory), **extravars}, services.env
-    result = run_playbook(playbook, inventory, state_dir=state_root() / name, extravars=extravars,
+    if _is_sandbox(deployed.name):
+        services = sandbox_extravars(deployed.name, deployed.plan["model_repo"])
+        extravars = {**apply_overrides(dict(services.extravars), deployed.inventory), **extravars}
+        envvars = services.env
+    result = run_playbook(playbook, deployed.inventory, state_dir=deployed.state_dir, extravars=extravars,
                           envvars=envvars, progress=progress)
-    return result, inventory, started
+    return result, deployed, started
 
 
 def _is_sandbox(name: str) -> bool:
@@ -229,13 +159,13 @@ def _report_rows(result: RunResult, key: str) -> list[dict[str, Any]]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .keys import api_key_file, keyed
+    from .keys import api_key_file
 
-    result, inventory, started = _run_read(args, "status.yml")
+    result, deployed, started = _run_read(args, "status.yml")
     rows = _report_rows(result, "status")
-    key_file = api_key_file(inventory, keyed(inventory))
+    key_file = api_key_file(deployed.inventory, deployed.keyed)
     if args.json:
-        print_json({"status": result.status, "endpoints": endpoints_of(inventory),
+        print_json({"status": result.status, "endpoints": deployed.endpoints(),
                     "api_key_file": str(key_file) if key_file else None, "nodes": rows,
                     "failures": [f.__dict__ for f in result.failures]})
     else:
@@ -251,7 +181,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    result, inventory, started = _run_read(args, "verify.yml", {"qwen35_validate_deep": bool(args.deep)})
+    result, _, started = _run_read(args, "verify.yml", {"qwen35_validate_deep": bool(args.deep)})
     rows = _report_rows(result, "checks")
     result.failures = [f for f in result.failures if f.task != "Every check passed"]  # the rows say it
     passed = result.ok and rows and all(r["ok"] for r in rows)
@@ -268,10 +198,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    inventory, name = resolve_inventory(args)
+    deployed = resolve(args)
     started = time.monotonic()
     progress = None if args.json else Progress()
-    result = run_playbook("down.yml", inventory, state_dir=state_root() / name,
+    result = run_playbook("down.yml", deployed.inventory, state_dir=deployed.state_dir,
                           extravars={"qwen35_purge_weights": bool(args.purge_weights)}, progress=progress)
     _print_summary("down", result, [], started, args.json, {"purge_weights": bool(args.purge_weights)})
     return 0 if result.ok else 1
@@ -280,7 +210,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_preflight(args: argparse.Namespace) -> int:
     if not args.nccl:
         raise UserError("choose a preflight: --nccl (all-reduce bandwidth across each replica's GPUs)")
-    result, inventory, started = _run_read(args, "preflight.yml")
+    result, _, started = _run_read(args, "preflight.yml")
     _print_summary("preflight", result, [], started, args.json)
     return 0 if result.ok else 1
 

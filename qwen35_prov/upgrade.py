@@ -25,27 +25,19 @@ from typing import Any
 from .cli_options import add_deployment_target, print_json
 from .errors import Interrupted, UserError
 from .pins import OVERRIDE, apply_overrides, read_overrides, write_overrides
-from .rollout import _is_sandbox, _read_yaml, resolve_inventory, sandbox_extravars, state_root
+from .deployment import Deployed, resolve
+from .rollout import _is_sandbox, sandbox_extravars
 from .runner import Progress, run_playbook
 
 _REF = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$", re.I)
 _DRIVER = re.compile(r"^(\d{3})\.\d+(\.\d+)?$")
 
 
-def replicas_of(inventory: Path) -> list[int]:
-    groups = _read_yaml(inventory / "hosts.yml")["all"]["children"]
-    found = sorted(int(m.group(1)) for g in groups if (m := re.match(r"^qwen35_replica_(\d+)$", g)))
-    if not found:
-        raise UserError(f"{inventory}: no qwen35_replica_<N> groups in hosts.yml")
-    return found
-
-
-def _base_extravars(inventory: Path, name: str) -> tuple[dict[str, Any], dict[str, str]]:
-    if not _is_sandbox(name):
+def _base_extravars(d: Deployed) -> tuple[dict[str, Any], dict[str, str]]:
+    if not _is_sandbox(d.name):
         return {}, {}
-    plan_vars = _read_yaml(inventory / "group_vars" / "qwen35_nodes" / "plan.yml")["qwen35_plan"]
-    services = sandbox_extravars(name, plan_vars["model_repo"])
-    return apply_overrides(dict(services.extravars), inventory), dict(services.env)
+    services = sandbox_extravars(d.name, d.plan["model_repo"])
+    return apply_overrides(dict(services.extravars), d.inventory), dict(services.env)
 
 
 def _print(data: dict[str, Any], as_json: bool) -> None:
@@ -67,13 +59,14 @@ def _print(data: dict[str, Any], as_json: bool) -> None:
         print(f"  next: {data['next']}")
 
 
-def _upgrade_image(args, inventory: Path, name: str, started: float) -> dict[str, Any]:
+def _upgrade_image(args, d: Deployed, started: float) -> dict[str, Any]:
+    inventory, name = d.inventory, d.name
     if not _REF.match(args.image) or args.image.endswith(":"):
         raise UserError(f"--image {args.image!r} is not an image reference (repository:tag or repository@sha256:...)")
     if args.archive and not Path(args.archive).is_file():
         raise UserError(f"--archive {args.archive}: no such file on this machine")
-    replicas = replicas_of(inventory)
-    extravars, envvars = _base_extravars(inventory, name)
+    replicas = d.replicas
+    extravars, envvars = _base_extravars(d)
     extravars.update({"qwen35_image": args.image, "sglang_image_digest": args.digest or ""})
     if args.archive:
         extravars["sglang_image_archive"] = str(Path(args.archive).resolve())
@@ -94,10 +87,10 @@ def _upgrade_image(args, inventory: Path, name: str, started: float) -> dict[str
         if progress:
             progress.phase(f"replica {replica} -> {args.image}")
         try:
-            result = run_playbook("upgrade.yml", inventory, state_dir=state_root() / name, progress=progress,
+            result = run_playbook("upgrade.yml", inventory, state_dir=d.state_dir, progress=progress,
                                   extravars={**extravars, "qwen35_upgrade_replica": replica}, envvars=envvars)
         except KeyboardInterrupt:
-            raise Interrupted(interrupted_message(inventory, data["replicas"], replicas, replica, args.image)) from None
+            raise Interrupted(interrupted_message(d, data["replicas"], replicas, replica, args.image)) from None
         reports = [r for facts in result.facts.values() for r in facts.get("upgrade", [])]
         aftermath = next((f["upgrade_aftermath"] for f in result.facts.values() if "upgrade_aftermath" in f), None)
         step = {"replica": replica, "status": "upgraded" if result.ok else "rolled back",
@@ -151,62 +144,45 @@ def left_behind(aftermath: dict[str, Any], rollback: str) -> str:
     return "; ".join(words)
 
 
-def interrupted_message(inventory: Path, done: list[dict[str, Any]], replicas: list[int], replica: int,
+def interrupted_message(d: Deployed, done: list[dict[str, Any]], replicas: list[int], replica: int,
                         image: str) -> str:
     """What Ctrl-C during a replica's upgrade left, and how to go on."""
-    from .rollout import endpoints_of
-
     finished = ", ".join(str(s["replica"]) for s in done if s["status"] == "upgraded") or "none"
-    heads = endpoints_of(inventory)[-len(replicas):]   # the router's endpoint, when there is one, comes first
+    heads = d.endpoints()[-len(replicas):]   # the router's endpoint, when there is one, comes first
     url = heads[replicas.index(replica)].removesuffix("/v1")
     return (f"interrupted during the upgrade of replica {replica} to {image}. Already on {image}: replica(s) "
             f"{finished}; replica {replica} may be drained from the router and half-upgraded (no rollback ran); "
-            f"later replicas are untouched and nothing was pinned in {inventory / OVERRIDE}. To go on: run the same "
+            f"later replicas are untouched and nothing was pinned in {d.inventory / OVERRIDE}. To go on: run the same "
             f"`qwen35-prov upgrade --image {image}` again (replicas already on it restart once more), or check "
             f"`qwen35-prov status`; the router lists drained replicas with `qwen35-router-ctl status` on its host, "
             f"and `qwen35-router-ctl undrain {url}` puts this one back")
 
 
-def _upgrade_driver(args, inventory: Path, name: str, started: float) -> dict[str, Any]:
+def _upgrade_driver(args, d: Deployed, started: float) -> dict[str, Any]:
     m = _DRIVER.match(args.driver_version)
     if not m:
         raise UserError(f"--driver-version {args.driver_version!r}: expected the exact package version, e.g. 580.159.04")
-    plan = _read_yaml(inventory / "group_vars" / "qwen35_nodes" / "plan.yml")["qwen35_plan"]
+    plan = d.plan
     if plan.get("vendor") != "nvidia":
         raise UserError(f"--driver-version upgrades the NVIDIA driver; this deployment's GPUs are {plan.get('vendor')} "
                         f"({plan.get('gpu')}): pin amdgpu_driver_* in site.yml instead (docs/runbooks/driver-upgrade.md)")
-    extravars, envvars = _base_extravars(inventory, name)
+    extravars, envvars = _base_extravars(d)
     pins = {"nvidia_driver_version": args.driver_version, "nvidia_driver_branch": int(m.group(1))}
     extravars.update(pins)
     progress = None if args.json else Progress()
-    data = _driver_by_group(args, inventory, name, extravars, envvars, progress)
+    data = _driver_by_group(args, d, extravars, envvars, progress)
     if data["status"] == "ok":
-        data["persisted"] = str(write_overrides(inventory, pins))
+        data["persisted"] = str(write_overrides(d.inventory, pins))
     return data
 
 
-def reboot_groups(inventory: Path) -> list[tuple[list[int], list[str]]]:
-    """The replicas that go down together when their hosts reboot (replicas sharing a host merge), in replica
-    order: [(replicas, hosts), ...]."""
-    groups = _read_yaml(inventory / "hosts.yml")["all"]["children"]
-    merged: list[tuple[set[int], set[str]]] = []
-    for replica in replicas_of(inventory):
-        replicas, hosts = {replica}, set((groups.get(f"qwen35_replica_{replica}") or {}).get("hosts") or {})
-        for other in [g for g in merged if g[1] & hosts]:
-            merged.remove(other)
-            replicas |= other[0]
-            hosts |= other[1]
-        merged.append((replicas, hosts))
-    order = list((groups.get("qwen35_nodes") or {}).get("hosts") or {})
-    return sorted(((sorted(r), sorted(h, key=order.index)) for r, h in merged), key=lambda g: g[0][0])
-
-
-def _driver_by_group(args, inventory: Path, name: str, extravars: dict[str, Any], envvars: dict[str, str],
+def _driver_by_group(args, d: Deployed, extravars: dict[str, Any], envvars: dict[str, str],
                      progress: Progress | None) -> dict[str, Any]:
     """driver-upgrade.yml once per group of replicas that share hosts, the first group that fails stopping the
     rest. With --reboot: drained, stopped, upgraded, rebooted, checked, started, smoke-checked, back in the router.
     Without: drained, the packages changed one host at a time while the servers run on the driver they loaded,
     smoke-checked, back in the router; the hosts that wait for a reboot are reported."""
+    inventory, name = d.inventory, d.name
     if args.reboot and _is_sandbox(name):
         from .sandbox import nodes_without_reboot
 
@@ -221,13 +197,13 @@ def _driver_by_group(args, inventory: Path, name: str, extravars: dict[str, Any]
         extravars["sglang_server_ready_timeout"] = args.ready_timeout
     data: dict[str, Any] = {"kind": "driver", "driver_version": args.driver_version, "inventory": str(inventory),
                             "reboot": bool(args.reboot), "replicas": [], "groups": [], "reboot_pending": []}
-    todo = reboot_groups(inventory)
+    todo = d.reboot_groups()
     for i, (replicas, hosts) in enumerate(todo):
         what = f"replica{'s' if len(replicas) > 1 else ''} {'+'.join(map(str, replicas))}"
         if progress:
             progress.phase(f"{what} on {', '.join(hosts)} -> driver {args.driver_version}"
                            + (", reboot" if args.reboot else ", drained, no reboot"))
-        result = run_playbook("driver-upgrade.yml", inventory, state_dir=state_root() / name, extravars=extravars,
+        result = run_playbook("driver-upgrade.yml", inventory, state_dir=d.state_dir, extravars=extravars,
                               envvars=envvars, limit=",".join(["localhost", *hosts]), progress=progress)
         step = {"replicas": replicas, "hosts": hosts}
         pending = [h for h in hosts if (result.facts.get(h) or {}).get("reboot_pending")]
@@ -246,7 +222,7 @@ def _driver_by_group(args, inventory: Path, name: str, extravars: dict[str, Any]
         back: list[str] = []
         if drained and not args.reboot:
             # the servers never stopped: back into the router, on the driver they loaded
-            undrain = run_playbook("undrain.yml", inventory, state_dir=state_root() / name, envvars=envvars,
+            undrain = run_playbook("undrain.yml", inventory, state_dir=d.state_dir, envvars=envvars,
                                    extravars={**extravars, "qwen35_undrain_urls": drained}, progress=progress)
             back = list((undrain.facts.get("localhost") or {}).get("undrained") or [])
         still = [u for u in drained if u not in back]
@@ -279,9 +255,9 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     if bool(args.image) == bool(args.driver_version):
         raise UserError("say what to upgrade: --image REF (rolling, one replica at a time) or --driver-version V "
                         "(rolling, one replica at a time)")
-    inventory, name = resolve_inventory(args)
+    deployed = resolve(args)
     started = time.monotonic()
-    data = (_upgrade_image if args.image else _upgrade_driver)(args, inventory, name, started)
+    data = (_upgrade_image if args.image else _upgrade_driver)(args, deployed, started)
     data["seconds"] = round(time.monotonic() - started, 1)
     _print(data, args.json)
     return 0 if data["status"] == "ok" else 1

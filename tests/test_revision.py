@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from qwen35_prov.errors import UserError
-from qwen35_prov.revision import WEIGHTS_VARS, choose_revision, locked_commit, resolve_commit
+from qwen35_prov.deployment import WEIGHTS_VARS
+from qwen35_prov.revision import choose_revision, locked_commit, resolve_commit
 from tests.hub import HubStore, LocalHub, generate_repo
 
 REPO = Path(__file__).resolve().parents[1]

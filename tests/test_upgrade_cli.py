@@ -41,9 +41,9 @@ def test_bad_input_is_refused_in_one_line_before_any_host(args, message):
     ("h200x8-35b-fp8", [([0, 1, 2, 3, 4, 5, 6, 7], ["h200-solo"])]),                     # one node, every replica
 ])
 def test_reboot_groups_take_down_together_the_replicas_that_share_a_host(golden, groups):
-    from qwen35_prov.upgrade import reboot_groups
+    from qwen35_prov.deployment import Deployed
 
-    assert reboot_groups(REPO / "tests" / "golden" / golden) == groups
+    assert Deployed(REPO / "tests" / "golden" / golden).reboot_groups() == groups
 
 
 def test_ctrl_c_mid_upgrade_says_what_was_left_and_how_to_go_on(monkeypatch, capsys, tmp_path):
