@@ -406,8 +406,7 @@ def site_files(site: Path | None) -> dict[str, str]:
             continue
         if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
             raise UserError(f"{path}: site settings must be a mapping of variable names to values")
-        name = f"group_vars/all/{'site' if path.parent == site else path.stem}.yml"
-        files[name] = (f"# Site-wide settings copied by qwen35-prov from {path.resolve()};\n"
+        files[f"group_vars/all/{path.stem}.yml"] = (f"# Site-wide settings copied by qwen35-prov from {path.resolve()};\n"
                        f"# edit that file and regenerate (qwen35-prov inventory / up). Below the plan's group_vars.\n"
                        + text)
     return files
