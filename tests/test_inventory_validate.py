@@ -22,12 +22,12 @@ EXAMPLES = REPO / "inventories" / "examples"
 GOLDEN = REPO / "tests" / "golden"
 
 
-def playbook(inventory: Path, *args: str) -> subprocess.CompletedProcess:
+def playbook(inventory: Path, *args: str, playbook_path: Path = PLAYBOOK) -> subprocess.CompletedProcess:
     env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_RETRY_FILES_ENABLED": "0",
            "ANSIBLE_LOCALHOST_WARNING": "0"}
     # the test host is this machine: use its system Python, not whatever interpreter discovery finds first
     interpreter = ["-e", "ansible_python_interpreter=/usr/bin/python3"] if Path("/usr/bin/python3").exists() else []
-    return subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(PLAYBOOK), *interpreter, *args],
+    return subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(playbook_path), *interpreter, *args],
                           capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -80,6 +80,23 @@ def test_broken_inventory_rules_are_reported_together_before_any_host(tmp_path):
         "nodes x GPUs per node = 28, but TP x replicas + idle = 16 x 2 + 0 = 32",
     ]
     assert "Validate the hosts against the plan" not in r.stdout  # stopped before touching any host
+
+
+@pytest.mark.parametrize("name", ["bench.yml", "router.yml", "upgrade.yml"])
+def test_every_playbook_that_starts_with_the_inventory_check_stops_on_a_broken_inventory(tmp_path, name):
+    """They import the one inventory play (validate-inventory.yml) instead of carrying a copy of it."""
+    inv = tmp_path / "inv"
+    shutil.copytree(GOLDEN / "h100x32", inv)
+    b = yaml.safe_load((inv / "host_vars" / "h100-b.yml").read_text())
+    b["qwen35_launches"][0]["argv"] = []
+    (inv / "host_vars" / "h100-b.yml").write_text(yaml.safe_dump(b))
+    r = playbook(inv, playbook_path=REPO / "playbooks" / name)
+    assert r.returncode != 0
+    assert failure_lines(r.stdout + r.stderr, "The inventory breaks 1 rule(s):") == [
+        "h100-b: launch 0 has no argv (a list of strings)"]
+    assert "PLAY [Validate the inventory]" in r.stdout and r.stdout.count("PLAY [") == 1  # nothing after it ran
+    text = (REPO / "playbooks" / name).read_text()
+    assert "import_playbook: validate-inventory.yml" in text and "qwen35_inventory_errors" not in text
 
 
 # --- on a real host over SSH ---------------------------------------------------------------------------
