@@ -7,8 +7,11 @@ it through a link, .cache/collections/ansible_collections/qwen35/prov -> the che
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 from .errors import UserError
 
@@ -32,6 +35,23 @@ def root() -> Path:
         return installed
     raise UserError(f"the Ansible collection {NAMESPACE}.{NAME} is not installed beside the qwen35_prov package "
                     f"(looked for {installed}); reinstall qwen35-prov from its wheel")
+
+
+def module_utils(name: str) -> ModuleType:
+    """The collection's plugins/module_utils/NAME.py as a Python module, for the package's own use: Python that
+    the Ansible modules and filters run and this package needs too (the GPU tools' parser) is written once there.
+    Loaded by path, so neither a checkout nor an installed wheel needs anything on sys.path."""
+    qualified = f"qwen35_prov._collection_{name}"
+    if qualified in sys.modules:
+        return sys.modules[qualified]
+    path = root() / "plugins" / "module_utils" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(qualified, path) if path.is_file() else None
+    if spec is None or spec.loader is None:
+        raise UserError(f"the collection {NAMESPACE}.{NAME} has no plugins/module_utils/{name}.py; reinstall qwen35-prov")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[qualified] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def search_path() -> Path:

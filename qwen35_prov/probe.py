@@ -20,7 +20,7 @@ from .cli_options import print_json
 from .fleet import Fleet, Host
 from .options import PlanOptions
 from .gpu_facts_parse import (
-    NVIDIA_QUERY, GpuInfo, Interface, ParseError, count_pci_gpus, match_gpu_kind, merge_amd_list,
+    AMD_SMI_LIST, AMD_SMI_STATIC, NVIDIA_QUERY, ROCM_SMI, GpuInfo, Interface, ParseError, count_pci_gpus, match_gpu_kind, merge_amd_list,
     parse_amd_smi_list_json, parse_amd_smi_static_json, parse_df_avail, parse_ip_addr_json, parse_nvidia_query_csv,
     parse_os_release, parse_pci_devices, parse_rocm_smi_json,
 )
@@ -42,10 +42,10 @@ def probe_script(weights_dir: str) -> str:
         "sec kernel uname -r",
         "sec hostname hostname",
         f"sec nvidia-smi tool nvidia-smi {NVIDIA_QUERY}",
-        "sec amd-smi-static tool amd-smi static --asic --bus --vram --driver --json",
-        "sec amd-smi-list tool amd-smi list --json",
+        f"sec amd-smi-static tool amd-smi {AMD_SMI_STATIC}",
+        f"sec amd-smi-list tool amd-smi {AMD_SMI_LIST}",
         "if ! command -v amd-smi >/dev/null 2>&1; then",
-        "  sec rocm-smi tool rocm-smi --showproductname --showmeminfo vram --showdriverversion --json",
+        f"  sec rocm-smi tool rocm-smi {ROCM_SMI}",
         "fi",
         "pci() { for d in /sys/bus/pci/devices/*; do [ -r \"$d/class\" ] || continue;"
         " echo \"${d##*/} $(cat \"$d/vendor\") $(cat \"$d/device\") $(cat \"$d/class\")\"; done; }",

@@ -32,6 +32,9 @@ CLI = [sys.executable, "-m", "qwen35_prov"]
 # Every ansible-playbook a test starts finds this checkout as the collection qwen35.prov (its roles' filters and
 # the gpu_facts module are addressed as qwen35.prov.NAME), as the CLI's runner and Molecule do.
 os.environ["ANSIBLE_COLLECTIONS_PATH"] = collection.ansible_env()["ANSIBLE_COLLECTIONS_PATH"]
+# Tests that load a plugin file by path (the gpu_facts module, the filters) import the collection's module_utils
+# as Ansible's loader would: ansible_collections.qwen35.prov.plugins.module_utils.NAME.
+sys.path.insert(0, str(collection.search_path()))
 
 
 def install_wheel_in_fresh_venv(work: Path) -> tuple[Path, Path, dict[str, str]]:

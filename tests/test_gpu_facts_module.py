@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from qwen35_prov import gpu_facts_parse
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "gpu" / "h200-x1"
 
@@ -65,15 +67,15 @@ def test_proc_driver_version_proprietary():
 
 @needs_fixtures
 def test_query_csv_fallback_matches_xml():
-    # the capture's CSV has two more columns (compute_cap, ecc) than QUERY_FIELDS asks for: the parser reads
-    # the first eight, so build the eight-column line the module's query returns
-    cells = [c.strip() for c in (FIXTURES / "query-gpu.csv").read_text().strip().split(",")]
-    line = ", ".join(cells[:6] + cells[7:9])
-    parsed = gf.parse_nvidia_query_csv(line + "\n")
-    g = parsed["gpus"][0]
+    # the capture was made with the module's own query (NVIDIA_QUERY_ARGS: the one field list)
+    parsed = gf.parse_nvidia_query_csv((FIXTURES / "query-gpu.csv").read_text())
+    [g] = parsed["gpus"]
+    [xml_gpu] = gf.parse_nvidia_smi_xml((FIXTURES / "nvidia-smi-q.xml").read_text())["gpus"]
     assert parsed["driver_version"] == "580.159.04"
     assert (g["name"], g["memory_mib"], g["persistence_mode"], g["mig_mode"]) == \
         ("NVIDIA H200", 143771, "Enabled", "Disabled")
+    assert {k: g[k] for k in ("index", "name", "memory_mib", "uuid", "pci_bus_id", "driver_version")} == \
+        {k: xml_gpu[k] for k in ("index", "name", "memory_mib", "uuid", "pci_bus_id", "driver_version")}
 
 
 def test_mig_enabled_is_reported():
@@ -157,3 +159,18 @@ def test_fabric_manager_belongs_where_the_switches_are():
     # a PCIe card: no fabric, no switch
     assert gf.nvswitch_facts(0, [{"fabric_state": None}]) == {"nvswitch_count": 0, "nvswitch_present": False,
                                                               "nvswitch_fabric": False, "fabric_state": None}
+
+
+def test_the_module_validate_and_the_probe_read_gpus_with_one_parser_and_one_field_list():
+    """plugins/module_utils/gpu_parse.py is the only reader of the GPU tools' output."""
+    spec = importlib.util.spec_from_file_location("qwen35_validate", ROOT / "plugins/filter/qwen35_validate.py")
+    qv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(qv)
+    shared = ROOT / "plugins" / "module_utils" / "gpu_parse.py"
+    assert gf.parse_nvidia_query_csv is qv.parse_nvidia_query_csv
+    assert gf.parse_amd_smi_static is qv.parse_amd_smi_static
+    assert Path(gf.parse_nvidia_query_csv.__code__.co_filename).resolve() == shared.resolve()
+    assert Path(gpu_facts_parse._gpu_parse.__file__).resolve() == shared.resolve()
+    query = " ".join(gf.NVIDIA_QUERY_ARGS)
+    assert qv.gpu_tool_args("nvidia") == query == gpu_facts_parse.NVIDIA_QUERY
+    assert qv.gpu_tool_args("amd") == gpu_facts_parse.AMD_SMI_STATIC

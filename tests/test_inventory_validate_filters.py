@@ -19,7 +19,8 @@ DISK_OK = "/var/lib 900000000000 0"
 
 
 def test_the_filters_are_registered():
-    assert set(qv.FilterModule().filters()) == {"qwen35_inventory_errors", "qwen35_host_errors"}
+    assert set(qv.FilterModule().filters()) == {"qwen35_inventory_errors", "qwen35_host_errors",
+                                                "qwen35_gpu_tool_args"}
 
 
 def test_a_matching_host_has_no_errors():

@@ -46,7 +46,8 @@ def test_the_wheel_carries_the_collection_without_its_tests(installed):
     names = zipfile.ZipFile(wheel).namelist()
     prefix = "ansible_collections/qwen35/prov/"
     for needed in ("galaxy.yml", "meta/runtime.yml", "playbooks/up.yml", "plugins/modules/gpu_facts.py",
-                   "plugins/filter/sglang_server.py", "roles/sglang_server/tasks/main.yml",
+                   "plugins/filter/sglang_server.py", "plugins/module_utils/gpu_parse.py",
+                   "roles/sglang_server/tasks/main.yml",
                    "roles/gpu_facts/meta/argument_specs.yml", "roles/model_weights/files/qwen35_weights.py",
                    "group_vars/all/site.yml", "LICENSE"):
         assert prefix + needed in names, needed

@@ -1,19 +1,20 @@
 """Filters for playbooks/validate.yml: the inventory's invariants and each host's readiness, as message lists.
 
-Self-contained on purpose (standard library only): validate.yml runs first, before anything is installed,
-with whatever Python runs Ansible. Each filter returns a list of messages, one per broken rule; an empty
+Standard library only (and the collection's own GPU-tool parser, plugins/module_utils/gpu_parse.py): validate.yml
+runs first, before anything is installed, with whatever Python runs Ansible. Each filter returns a list of messages, one per broken rule; an empty
 list means all is well.
 """
 
 from __future__ import annotations
 
-import json
 import re
+
+from ansible_collections.qwen35.prov.plugins.module_utils.gpu_parse import (
+    AMD_SMI_STATIC_ARGS, NVIDIA_QUERY_ARGS, parse_amd_smi_static, parse_nvidia_query_csv,
+)
 
 REQUIRED_GROUPS = ("qwen35_nodes", "qwen35_heads", "qwen35_workers", "qwen35_nvidia", "qwen35_amd", "qwen35_router")
 PLAN_KEYS = ("tp_size", "replicas", "gpus_per_node", "node_count", "idle_gpus", "nodes_per_replica", "vendor")
-NVIDIA_FIELDS = ("index", "name", "uuid", "pci.bus_id", "memory.total", "driver_version", "compute_cap",
-                 "persistence_mode", "mig.mode.current", "ecc.mode.current")
 PCI_VENDORS = {"nvidia": "0x10de", "amd": "0x1002"}
 #: The launch contract (docs/architecture.md): the fields of every entry of qwen35_launches, as
 #: qwen35_prov.launch.NodeLaunch.contract() writes them (tests/test_launch_contract.py keeps the two equal).
@@ -215,38 +216,16 @@ def _kind_matches(kind, name):
     return kind.lower() in re.split(r"[^a-z0-9]+", name.lower())
 
 
-def _nvidia_gpus(stdout):
-    gpus = []
-    for line in stdout.splitlines():
-        cols = [c.strip() for c in line.split(",")]
-        if len(cols) != len(NVIDIA_FIELDS):
-            raise ValueError(f"unexpected nvidia-smi line {line!r}")
-        row = dict(zip(NVIDIA_FIELDS, cols))
-        memory = int(row["memory.total"]) if row["memory.total"].isdigit() else None
-        gpus.append({"index": row["index"], "name": row["name"], "memory_mib": memory,
-                     "mig": row["mig.mode.current"].lower() == "enabled"})
-    return gpus
+def _gpus(vendor, stdout):
+    """[{index (text), name, memory_mib, mig}] from the vendor tool's output (ParseError, a ValueError, if garbled)."""
+    parse = parse_nvidia_query_csv if vendor == "nvidia" else parse_amd_smi_static
+    return [{"index": str(g["index"]), "name": g["name"], "memory_mib": g["memory_mib"],
+             "mig": (g["mig_mode"] or "").lower() == "enabled"} for g in parse(stdout)["gpus"]]
 
 
-def _amd_gpus(stdout):
-    doc = json.loads(stdout)
-    if isinstance(doc, dict):
-        doc = doc.get("gpu_data", [doc])
-    gpus = []
-    for i, entry in enumerate(doc):
-        asic = entry.get("asic") or {}
-        size = (entry.get("vram") or {}).get("size")
-        if isinstance(size, dict):
-            size = size.get("value")
-        if isinstance(size, str):
-            size = size.split()[0]
-        try:
-            memory = int(float(size))
-        except (TypeError, ValueError):
-            memory = None
-        gpus.append({"index": str(entry.get("gpu", i)), "name": str(asic.get("market_name", "")),
-                     "memory_mib": memory, "mig": False})
-    return gpus
+def gpu_tool_args(vendor):
+    """The arguments validate.yml gives the vendor's tool, the ones the parser reads (one field list)."""
+    return " ".join(NVIDIA_QUERY_ARGS if vendor == "nvidia" else AMD_SMI_STATIC_ARGS)
 
 
 def _listeners(stdout):
@@ -285,7 +264,7 @@ def host_errors(host, gpu, disk, ports, expect, options=None):
     gpus = None
     if gpu.get("rc") == 0 and (gpu.get("stdout") or "").strip():
         try:
-            gpus = _nvidia_gpus(gpu["stdout"]) if vendor == "nvidia" else _amd_gpus(gpu["stdout"])
+            gpus = _gpus(vendor, gpu["stdout"])
         except (ValueError, TypeError, AttributeError) as exc:
             errors.append(f"{host}: cannot read the output of {tool}: {exc}")
     if gpus is not None:
@@ -342,4 +321,5 @@ def host_errors(host, gpu, disk, ports, expect, options=None):
 
 class FilterModule:
     def filters(self):
-        return {"qwen35_inventory_errors": inventory_errors, "qwen35_host_errors": host_errors}
+        return {"qwen35_inventory_errors": inventory_errors, "qwen35_host_errors": host_errors,
+                "qwen35_gpu_tool_args": gpu_tool_args}

@@ -41,12 +41,14 @@ ansible_facts:
 """
 
 import glob
-import json
 import os
 import re
-import xml.etree.ElementTree as ET
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.qwen35.prov.plugins.module_utils.gpu_parse import (
+    AMD_SMI_STATIC_ARGS, NVIDIA_QUERY_ARGS, ROCM_SMI_ARGS, ParseError, parse_amd_smi_static, parse_nvidia_query_csv,
+    parse_nvidia_smi_xml, parse_rocm_smi_json,
+)
 
 SCHEMA = 1
 NVIDIA_PCI_VENDOR = "0x10de"
@@ -55,69 +57,14 @@ AMD_PCI_VENDOR = "0x1002"
 GPU_PCI_CLASSES = {"0x0300", "0x0302", "0x0380", "0x1200"}
 NVSWITCH_PCI_CLASS = "0x0680"  # "Bridge: other" is how NVSwitch chips show up on HGX baseboards
 SECURE_BOOT_EFIVAR = "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
-QUERY_FIELDS = "index,name,uuid,pci.bus_id,memory.total,driver_version,persistence_mode,mig.mode.current"
 
 
 # ----------------------------------------------------------------------------- parsers (pure, unit-tested)
-
-def _int_mib(text):
-    """'143771 MiB' -> 143771; None when not a number."""
-    if text is None:
-        return None
-    m = re.match(r"\s*(\d+)", str(text))
-    return int(m.group(1)) if m else None
-
-
-def _na(text):
-    text = (text or "").strip()
-    return None if text in ("", "N/A", "[N/A]", "[Not Supported]") else text
-
 
 def driver_branch(version):
     """'580.159.04' -> 580."""
     m = re.match(r"(\d+)\.", version or "")
     return int(m.group(1)) if m else None
-
-
-def parse_nvidia_smi_xml(text):
-    """Parse `nvidia-smi -q -x` output."""
-    root = ET.fromstring(text)
-    gpus = []
-    for i, g in enumerate(root.findall("gpu")):
-        mig = g.find("mig_mode/current_mig")
-        gpus.append({
-            "index": i,
-            "name": (g.findtext("product_name") or "").strip(),
-            "uuid": _na(g.findtext("uuid")),
-            "pci_bus_id": _na(g.findtext("pci/pci_bus_id")) or g.get("id"),
-            "memory_mib": _int_mib(g.findtext("fb_memory_usage/total")),
-            "persistence_mode": _na(g.findtext("persistence_mode")),
-            "mig_mode": _na(mig.text if mig is not None else None),
-            "fabric_state": _na(g.findtext("fabric/state")),
-            "architecture": _na(g.findtext("product_architecture")),
-        })
-    return {
-        "driver_version": _na(root.findtext("driver_version")),
-        "cuda_version": _na(root.findtext("cuda_version")),
-        "gpus": gpus,
-    }
-
-
-def parse_nvidia_query_csv(text):
-    """Parse `nvidia-smi --query-gpu=QUERY_FIELDS --format=csv,noheader,nounits` output."""
-    gpus, driver = [], None
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        cells = [c.strip() for c in line.split(",")]
-        if len(cells) < 8:
-            continue
-        idx, name, uuid, bus, mem, drv, pers, mig = cells[:8]
-        driver = driver or _na(drv)
-        gpus.append({"index": int(idx) if idx.isdigit() else len(gpus), "name": name, "uuid": _na(uuid),
-                     "pci_bus_id": _na(bus), "memory_mib": _int_mib(mem), "persistence_mode": _na(pers),
-                     "mig_mode": _na(mig), "fabric_state": None, "architecture": None})
-    return {"driver_version": driver, "cuda_version": None, "gpus": gpus}
 
 
 def parse_proc_driver_version(text):
@@ -127,63 +74,6 @@ def parse_proc_driver_version(text):
         return None, None
     flavor = "open" if "Open Kernel Module" in text else "proprietary"
     return m.group(1), flavor
-
-
-def _amd_value_mib(v):
-    """amd-smi vram size: {'value': 196592, 'unit': 'MB'} or '196592 MB'."""
-    if isinstance(v, dict):
-        value, unit = v.get("value"), str(v.get("unit", "MB"))
-    else:
-        m = re.match(r"\s*(\d+)\s*(\w*)", str(v or ""))
-        if not m:
-            return None
-        value, unit = m.group(1), m.group(2) or "MB"
-    try:
-        value = int(value)
-    except (TypeError, ValueError):
-        return None
-    unit = unit.upper()
-    if unit in ("B", "BYTES"):
-        return value // (1024 * 1024)
-    if unit in ("GB", "GIB"):
-        return value * 1024
-    return value  # amd-smi's "MB" is MiB
-
-
-def parse_amd_smi_static(text):
-    """Parse `amd-smi static --asic --vram --driver --json` (list, or {'gpu_data': [...]} in newer releases)."""
-    data = json.loads(text)
-    if isinstance(data, dict):
-        data = data.get("gpu_data") or data.get("gpus") or [data]
-    gpus, driver = [], None
-    for i, g in enumerate(data):
-        asic = g.get("asic") or {}
-        vram = g.get("vram") or {}
-        drv = g.get("driver") or {}
-        bus = g.get("bus") or {}
-        if not driver and isinstance(drv, dict):
-            driver = _na(str(drv.get("version") or ""))
-        gpus.append({"index": g.get("gpu", i), "name": (asic.get("market_name") or "").strip(),
-                     "uuid": _na(str(asic.get("asic_serial") or "")),
-                     "pci_bus_id": _na(str(bus.get("bdf") or "")) if isinstance(bus, dict) else None,
-                     "memory_mib": _amd_value_mib(vram.get("size")), "persistence_mode": None,
-                     "mig_mode": None, "fabric_state": None, "architecture": _na(str(asic.get("target_graphics_version") or ""))})
-    return {"driver_version": driver, "gpus": gpus}
-
-
-def parse_rocm_smi_json(text):
-    """Parse `rocm-smi --showproductname --showmeminfo vram --json`."""
-    data = json.loads(text)
-    gpus = []
-    for key in sorted((k for k in data if k.startswith("card")), key=lambda k: int(re.sub(r"\D", "", k) or 0)):
-        card = data[key]
-        total = card.get("VRAM Total Memory (B)")
-        gpus.append({"index": int(re.sub(r"\D", "", key) or len(gpus)),
-                     "name": (card.get("Card Series") or card.get("Card series") or "").strip(),
-                     "uuid": _na(card.get("Unique ID")), "pci_bus_id": None,
-                     "memory_mib": int(total) // (1024 * 1024) if str(total or "").isdigit() else None,
-                     "persistence_mode": None, "mig_mode": None, "fabric_state": None, "architecture": None})
-    return {"driver_version": None, "gpus": gpus}
 
 
 def scan_pci(root="/sys/bus/pci/devices"):
@@ -334,34 +224,37 @@ def gather(module):
     if out:
         try:
             parsed = parse_nvidia_smi_xml(out)
-        except ET.ParseError as e:
-            problems.append("nvidia-smi -q -x: unreadable XML (%s); trying --query-gpu" % e)
+        except ParseError as e:
+            problems.append("%s; trying --query-gpu" % e)
     if exe and (parsed is None or not parsed["gpus"]):
-        _, out = run([module.params["nvidia_smi"], "--query-gpu=" + QUERY_FIELDS, "--format=csv,noheader,nounits"])
+        _, out = run([module.params["nvidia_smi"]] + list(NVIDIA_QUERY_ARGS))
         if out:
-            parsed = parse_nvidia_query_csv(out)
+            try:
+                parsed = parse_nvidia_query_csv(out)
+            except ParseError as e:
+                problems.append(str(e))
     if parsed and parsed["gpus"]:
         extra = dict(common, cuda_version=parsed.get("cuda_version"),
                      nvidia_smi_driver_version=parsed["driver_version"], **nvswitch_facts(pci["nvswitches"], parsed["gpus"]))
         return summarize("nvidia", "nvidia-smi", parsed["gpus"], parsed["driver_version"] or proc_version, extra)
 
     # AMD
-    exe, out = run([module.params["amd_smi"], "static", "--asic", "--vram", "--driver", "--json"])
+    exe, out = run([module.params["amd_smi"]] + list(AMD_SMI_STATIC_ARGS))
     tools["amd-smi"] = exe
     parsed = None
     if out:
         try:
             parsed = parse_amd_smi_static(out)
-        except (ValueError, AttributeError, TypeError) as e:
-            problems.append("amd-smi static --json: unreadable output (%s)" % e)
+        except ParseError as e:
+            problems.append(str(e))
     if not (parsed and parsed["gpus"]):
-        exe2, out = run(["rocm-smi", "--showproductname", "--showmeminfo", "vram", "--json"])
+        exe2, out = run(["rocm-smi"] + list(ROCM_SMI_ARGS))
         tools["rocm-smi"] = exe2
         if out:
             try:
                 parsed = parse_rocm_smi_json(out)
-            except (ValueError, AttributeError, TypeError) as e:
-                problems.append("rocm-smi --json: unreadable output (%s)" % e)
+            except ParseError as e:
+                problems.append(str(e))
     if parsed and parsed["gpus"]:
         drv = parsed["driver_version"] or _read("/sys/module/amdgpu/version")
         extra = dict(common, cuda_version=None)
