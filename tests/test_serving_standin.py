@@ -321,10 +321,34 @@ def test_smoke_fails_the_right_checks_without_the_parsers(pkg_root, model_dir, p
     report = run_smoke(f"http://127.0.0.1:{port}")
     failed = {c.name: c.detail for c in report.checks if not c.ok}
     assert set(failed) == {"thinking", "tool-call"}
-    assert "is --reasoning-parser set?" in failed["thinking"]
-    assert "is --tool-call-parser set?" in failed["tool-call"]
+    assert "is --reasoning-parser set?" in failed["thinking"] and "</think>" in failed["thinking"]
+    assert "is --tool-call-parser set?" in failed["tool-call"] and "<tool_call>" in failed["tool-call"]
     assert cli_main(["smoke", "--url", f"http://127.0.0.1:{port}", "--skip", "thinking", "--skip", "tool-call"]) == 0
     assert "SKIP thinking" in capsys.readouterr().out
+
+
+def _smoke_module(port: int, *args: str) -> subprocess.CompletedProcess:
+    """The qwen35.prov.sglang_smoke module (what the sglang_smoke role runs on a head), run on this machine."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "ansible"), "localhost", "-c", "local", "-e",
+         f"ansible_python_interpreter={sys.executable}", "-m", "qwen35.prov.sglang_smoke", "-a",
+         " ".join([f"url=http://127.0.0.1:{port}", *args])],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "ANSIBLE_LOCALHOST_WARNING": "0"})
+
+
+def test_the_roles_module_runs_the_same_checks_and_names_each_failure(pkg_root, model_dir, procs):
+    port = free_port()
+    procs.append(Proc(pkg_root, head_argv(model_dir, port)))  # served without the parsers
+    wait_status(f"http://127.0.0.1:{port}/health", 200)
+    without = _smoke_module(port, "thinking=false", "tool_calls=false")
+    assert without.returncode == 0, without.stdout + without.stderr
+    assert '"model": "Qwen/Qwen3.5-0.8B"' in without.stdout
+    forced = _smoke_module(port, "label=head-r9")
+    assert forced.returncode != 0
+    out = forced.stdout + forced.stderr
+    assert "head-r9: thinking: no reasoning_content (is --reasoning-parser set?)" in out
+    assert "; tool-call: no parsed tool_calls (is --tool-call-parser set?)" in out
+    assert "thinking-off:" not in out and "chat:" not in out  # the checks that pass are not in the message
 
 
 def test_smoke_reports_an_unreachable_endpoint_and_refuses_bad_urls(capsys):
