@@ -34,6 +34,7 @@ class BuildPyWithCollection(build_py):
         if getattr(self, "editable_mode", False):
             return  # an editable install runs the checkout itself as the collection (qwen35_prov/collection.py)
         target = Path(self.build_lib) / "ansible_collections" / "qwen35" / "prov"
+        shutil.rmtree(target, ignore_errors=True)  # build/lib outlives a build: no file removed since may ship
         for rel in collection_files():
             (target / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, target / rel)

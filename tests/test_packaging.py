@@ -52,6 +52,9 @@ def test_the_wheel_carries_the_collection_without_its_tests(installed):
                    "group_vars/all/site.yml", "LICENSE"):
         assert prefix + needed in names, needed
     assert not [n for n in names if "/molecule/" in n or n.startswith(prefix + "tests/") or "__pycache__" in n]
+    # nothing left over from an earlier build (pip builds in the checkout, and build/lib stays)
+    stale = [n for n in names if n.startswith(prefix) and not (REPO / n[len(prefix):]).is_file()]
+    assert not stale, stale
     assert "qwen35_prov/data/recipes.yaml" in names
 
 
