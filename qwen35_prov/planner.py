@@ -70,13 +70,19 @@ def _mamba_v2(recipes: RecipeBook, options: PlanOptions, gpu: Gpu, model: Model)
     return choice == "v2"
 
 
+def _any_of(value) -> str:
+    """A condition's value for a message: a list (any of these) as 'a or b'."""
+    return " or ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def _check_offered(recipes, options: PlanOptions, model: Model, precision: str, gpu: Gpu) -> None:
     if options.kv_offload == "disabled":
         return
     cells = recipes.offered.get("kv_offload", ())
     if any(condition_matches(c, {"model": model.id, "precision": precision, "gpu": gpu.id}) for c in cells):
         return
-    where = "; ".join(f"{c['model']} {str(c['precision']).upper()} on {c['gpu']}" for c in cells) or "nowhere"
+    where = "; ".join(f"{_any_of(c['model'])} {_any_of(c['precision']).upper()} on {_any_of(c['gpu'])}"
+                      for c in cells) or "nowhere"
     raise UserError(f"--kv-offload {options.kv_offload}: the recipes offer KV cache offloading only for {where}; "
                     f"{model.id} {precision.upper()} on {gpu.id} keeps it off")
 

@@ -99,7 +99,7 @@ def test_every_problem_is_reported_with_line_host_and_field():
         f"ssh_key, known_hosts, gpu, gpu_count, network_interface, ib_hcas, weights_dir, weights_storage, labels",
         f"{f}:4: defaults: name: is per host; it cannot be a default",
         f"{f}:8: host gpu-01: gpu: unknown GPU kind 'h1000' (did you mean 'h100'?); known: h100, h200, b200, "
-        f"b300, gb200, gb300, mi300x, mi325x, mi355x",
+        f"b300, gb200, gb300, mi300x, mi325x, mi355x, mi350x",
         f"{f}:9: host gpu-01: gpu_count: expected a whole number from 1 to 8, got 'eight'",
         f"{f}:13: host gpu-02: gpu_count: expected a whole number from 1 to 8, got 9",
         f"{f}:14: host gpu-02: ssh_port: expected a port number from 1 to 65535, got 70000",
