@@ -174,3 +174,10 @@ def test_the_module_validate_and_the_probe_read_gpus_with_one_parser_and_one_fie
     query = " ".join(gf.NVIDIA_QUERY_ARGS)
     assert qv.gpu_tool_args("nvidia") == query == gpu_facts_parse.NVIDIA_QUERY
     assert qv.gpu_tool_args("amd") == gpu_facts_parse.AMD_SMI_STATIC
+
+
+@needs_fixtures
+def test_a_gpus_index_is_its_place_in_nvidia_smis_order_not_its_device_minor_number():
+    xml = (FIXTURES / "nvidia-smi-q.xml").read_text().replace("<minor_number>0</minor_number>",
+                                                               "<minor_number>5</minor_number>")
+    assert [g["index"] for g in gf.parse_nvidia_smi_xml(xml)["gpus"]] == [0]

@@ -103,7 +103,7 @@ def parse_nvidia_smi_xml(text):
     gpus = []
     for i, gpu in enumerate(root.findall("gpu")):
         gpus.append(_gpu(
-            index=_leading_int(gpu.findtext("minor_number")) if gpu.findtext("minor_number") else i,
+            index=i,  # nvidia-smi's own order (--query-gpu's index); minor_number, the /dev/nvidiaN number, may differ
             name=(gpu.findtext("product_name") or "").strip(),
             memory_mib=_leading_int(gpu.findtext("fb_memory_usage/total")),
             uuid=_na(gpu.findtext("uuid")),
