@@ -39,7 +39,8 @@ def root() -> Path:
 
 def module_utils(name: str) -> ModuleType:
     """The collection's plugins/module_utils/NAME.py as a Python module, for the package's own use: Python that
-    the Ansible modules and filters run and this package needs too (the GPU tools' parser) is written once there.
+    the Ansible modules and filters run and this package needs too (the GPU tools' parser, the smoke checks) is
+    written once there.
     Loaded by path, so neither a checkout nor an installed wheel needs anything on sys.path."""
     qualified = f"qwen35_prov._collection_{name}"
     if qualified in sys.modules:

@@ -18,7 +18,6 @@ from .errors import UserError
 
 _checks = module_utils("smoke_checks")
 CHECKS = _checks.CHECKS
-tiny_png = _checks.tiny_png
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Filters for playbooks/validate.yml: the inventory's invariants and each host's readiness, as message lists.
 
-Standard library only (and the collection's own GPU-tool parser, plugins/module_utils/gpu_parse.py): validate.yml
-runs first, before anything is installed, with whatever Python runs Ansible. Each filter returns a list of messages, one per broken rule; an empty
-list means all is well.
+Standard library only (and the collection's own GPU-tool parser, plugins/module_utils/gpu_parse.py):
+validate.yml runs first, before anything is installed, with whatever Python runs Ansible. Each filter returns a
+list of messages, one per broken rule; an empty list means all is well.
 """
 
 from __future__ import annotations
