@@ -9,8 +9,11 @@ import sys
 from typing import Any, Sequence
 
 from . import __version__
+from .catalog_output import catalog_to_dict, catalog_to_text
 from .cli_options import add_plan_options, plan_options_from, print_json
 from .errors import UserError
+from .plan_output import plan_to_dict, plan_to_text
+from .planner import plan
 
 PROG = "qwen35-prov"
 
@@ -23,8 +26,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
-    from .catalog_output import catalog_to_dict, catalog_to_text
-
     if args.json:
         print_json(catalog_to_dict(args.section))
     else:
@@ -33,9 +34,6 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from .plan_output import plan_to_dict, plan_to_text
-    from .planner import plan
-
     result = plan(args.cluster, plan_options_from(args), gpus_per_node=args.gpus_per_node)
     if args.json:
         print_json(plan_to_dict(result))

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -15,7 +17,7 @@ from typing import Any, Mapping
 import yaml
 
 from .catalog import Catalog, load_catalog
-from .cluster import MAX_GPUS_PER_NODE, ClusterSpec
+from .cluster import MAX_GPUS_PER_NODE, ClusterSpec, parse_cluster
 from .errors import UserError
 from .options import normal_weights_dir, weights_dir_problem
 
@@ -501,8 +503,6 @@ class Selection:
 def select_hosts(fleet: Fleet, cluster: str, catalog: Catalog | None = None,
                  gpus_per_node: int | None = None) -> Selection:
     """A named fleet cluster, or the first hosts (fleet order) with the spec's GPU kind and GPUs per node."""
-    from .cluster import parse_cluster
-
     catalog = catalog or load_catalog()
     where = fleet.display_path
     if cluster in fleet.clusters:
@@ -630,9 +630,6 @@ def _rewrite_whole(text: str, facts_by_host: Mapping[str, Mapping[str, Any]]) ->
 def write_fleet_facts(path: str | Path, facts_by_host: Mapping[str, Mapping[str, Any]],
                       catalog: Catalog | None = None) -> Fleet:
     """Write probe facts into the fleet file atomically; the result must still be a valid fleet file."""
-    import os
-    import tempfile
-
     path = Path(path)
     text = path.read_text(encoding="utf-8")
     new_text = update_facts_text(text, facts_by_host)

@@ -12,19 +12,19 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from . import sandbox
+from .catalog import load_catalog
 from .cli_options import add_deployment_target, add_plan_options, add_site_vars_option, plan_options_from, print_json
 from .deployment import Deployed, inventory_dir, resolve, state_root
 from .errors import UserError
-from .inventory import write_inventory
+from .fleet import load_fleet
+from .inventory import plan_for_fleet, write_inventory
+from .keys import api_key_file, secrets_dir
+from .options import PlanOptions
 from .pins import apply_overrides
+from .planner import plan
+from .revision import choose_revision
 from .runner import Progress, RunResult, run_playbook, summarize
-
-
-def sandbox_extravars(name: str, repo: str, progress=lambda _m: None):
-    """What the sandbox's hosts use in place of vendor repositories, registries, the hub and GPUs."""
-    from .sandbox.services import start_services
-
-    return start_services(name, repo, progress)
 
 
 def _print_summary(kind: str, result: RunResult, endpoints: list[str], started: float, as_json: bool,
@@ -48,11 +48,6 @@ def _print_summary(kind: str, result: RunResult, endpoints: list[str], started: 
 def _lock_revision(args: argparse.Namespace, options, fleet: Path, inventory: Path, weights_dir_given: bool,
                    hub_env: dict[str, str]):
     """The commit this `up` deploys (qwen35_prov/revision.py), for the repository the plan serves."""
-    from .catalog import load_catalog
-    from .fleet import load_fleet
-    from .inventory import plan_for_fleet
-    from .revision import choose_revision
-
     catalog = load_catalog()
     the_plan = plan_for_fleet(args.cluster, load_fleet(fleet, catalog), options, args.gpus_per_node,
                               weights_dir_given, catalog)[1]
@@ -61,23 +56,17 @@ def _lock_revision(args: argparse.Namespace, options, fleet: Path, inventory: Pa
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from .keys import secrets_dir
-
     if bool(args.sandbox) == bool(args.fleet):
         raise UserError("say where to deploy: --fleet FILE (your machines) or --sandbox (local containers)")
     started = time.monotonic()
     progress = Progress(verbose=args.verbose, json_events=args.json)
     weights_dir_given = args.weights_dir is not None
     if not weights_dir_given:
-        from .options import PlanOptions
-
         args.weights_dir = PlanOptions().weights_dir  # the fleet's weights_dir wins over this default
     options = plan_options_from(args)
     extravars: dict[str, Any] = {}
     envvars: dict[str, str] = {}
     if args.sandbox:
-        from . import sandbox
-
         progress.phase(f"sandbox {args.cluster}")
         fleet = sandbox.create(args.cluster, gpus_per_node=args.gpus_per_node,
                                progress=lambda m: progress.console.print(f"    {m}"))
@@ -85,11 +74,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     else:
         fleet, name = Path(args.fleet), args.cluster
     hub_env: dict[str, str] = {}
-    if args.sandbox:
-        from .planner import plan
-
-        say = lambda m: progress.console.print(f"    {m}")  # noqa: E731
-        services = sandbox_extravars(name, plan(args.cluster, options, gpus_per_node=args.gpus_per_node).repo, say)
+    services = sandbox.standins_for(name, plan(args.cluster, options, gpus_per_node=args.gpus_per_node).repo,
+                                    lambda m: progress.console.print(f"    {m}")) if args.sandbox else None
+    if services:
         extravars.update(services.extravars)
         envvars.update(services.env)
         # the controller asks the stand-in hub (TEST DOUBLE) for the commit, as it asks the real one elsewhere
@@ -135,19 +122,13 @@ def _run_read(args: argparse.Namespace, playbook: str,
     started = time.monotonic()
     progress = None if args.json else Progress()
     extravars, envvars = dict(options or {}), {}
-    if _is_sandbox(deployed.name):
-        services = sandbox_extravars(deployed.name, deployed.plan["model_repo"])
+    services = sandbox.standins_for(deployed.name, deployed.plan["model_repo"])
+    if services:
         extravars = {**apply_overrides(dict(services.extravars), deployed.inventory), **extravars}
         envvars = services.env
     result = run_playbook(playbook, deployed.inventory, state_dir=deployed.state_dir, extravars=extravars,
                           envvars=envvars, progress=progress)
     return result, deployed, started
-
-
-def _is_sandbox(name: str) -> bool:
-    from .sandbox import sandbox_root
-
-    return (sandbox_root() / name / "fleet.yml").exists()
 
 
 def _report_rows(result: RunResult, key: str) -> list[dict[str, Any]]:
@@ -159,8 +140,6 @@ def _report_rows(result: RunResult, key: str) -> list[dict[str, Any]]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .keys import api_key_file
-
     result, deployed, started = _run_read(args, "status.yml")
     rows = _report_rows(result, "status")
     key_file = api_key_file(deployed.inventory, deployed.keyed)

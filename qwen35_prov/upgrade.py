@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import sandbox
 from .cli_options import add_deployment_target, print_json
 from .errors import Interrupted, UserError
 from .pins import OVERRIDE, apply_overrides, read_overrides, write_overrides
 from .deployment import Deployed, resolve
-from .rollout import _is_sandbox, sandbox_extravars
 from .runner import Progress, run_playbook
 
 _REF = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$", re.I)
@@ -34,9 +34,9 @@ _DRIVER = re.compile(r"^(\d{3})\.\d+(\.\d+)?$")
 
 
 def _base_extravars(d: Deployed) -> tuple[dict[str, Any], dict[str, str]]:
-    if not _is_sandbox(d.name):
+    services = sandbox.standins_for(d.name, d.plan["model_repo"])
+    if services is None:
         return {}, {}
-    services = sandbox_extravars(d.name, d.plan["model_repo"])
     return apply_overrides(dict(services.extravars), d.inventory), dict(services.env)
 
 
@@ -72,7 +72,7 @@ def _upgrade_image(args, d: Deployed, started: float) -> dict[str, Any]:
         extravars["sglang_image_archive"] = str(Path(args.archive).resolve())
     else:
         extravars.pop("sglang_image_archive", None)
-        if "sglang_image_archive" in read_overrides(inventory) or _is_sandbox(name):
+        if "sglang_image_archive" in read_overrides(inventory) or sandbox.is_sandbox(name):
             extravars["sglang_image_archive"] = ""  # pull, not a tarball an earlier run pinned
     if args.ready_timeout:
         # both: the roles' own readiness reads sglang_server_ready_timeout, and an extra variable of that name
@@ -183,10 +183,8 @@ def _driver_by_group(args, d: Deployed, extravars: dict[str, Any], envvars: dict
     Without: drained, the packages changed one host at a time while the servers run on the driver they loaded,
     smoke-checked, back in the router; the hosts that wait for a reboot are reported."""
     inventory, name = d.inventory, d.name
-    if args.reboot and _is_sandbox(name):
-        from .sandbox import nodes_without_reboot
-
-        if stuck := nodes_without_reboot(name):
+    if args.reboot and sandbox.is_sandbox(name):
+        if stuck := sandbox.nodes_without_reboot(name):
             raise UserError(f"sandbox {name}: {', '.join(stuck)} would not come back from a reboot (created by an "
                             f"older qwen35-prov, without a restart policy); destroy and create the sandbox again")
     extravars = {**extravars, **({"nvidia_driver_allow_reboot": True} if args.reboot

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from qwen35_prov import weights as W
+import weights_script as W
 from qwen35_prov.runner import Progress, run_playbook
 
 SCRIPT = W.SCRIPT

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import sshd_server
-from qwen35_prov import weights
+import weights_script as weights
 from tests.hub import HubStore, LocalHub, downloads_by_file, generate_repo, max_concurrent_downloads
 
 REPO = "Qwen/Qwen3.5-Test"

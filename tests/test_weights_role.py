@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from qwen35_prov import weights
+import weights_script as weights
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PLAYBOOK = """\

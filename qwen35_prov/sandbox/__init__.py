@@ -7,16 +7,18 @@ Python API:
   status(name=None) -> [Sandbox(name, cluster, dir, fleet, network, nodes=[Node(name, state, address, interface)])]
   ensure_image() -> "localhost/qwen35-node:<recipe hash>" ; image_ref() -> the same without building
   ssh_argv(folder, address, *command) -> an OpenSSH command line for a node
+  is_sandbox(name) ; standins_for(name, repo) -> SandboxServices (settings of the stand-in services) or None
 """
 
 from .image import IMAGE_REPO, ensure_image, image_ref, recipe_hash
 from .nodes import (CreateResult, Node, Sandbox, create, create_sandbox, destroy, destroy_all, network_name,
                     node_name, nodes_without_reboot, sandbox_root, ssh_argv, status)
 from .podman import CONTAINERS_CONF, REPO_ROOT, podman
+from .services import SandboxServices, is_sandbox, standins_for
 
 __all__ = [
     "IMAGE_REPO", "ensure_image", "image_ref", "recipe_hash", "CreateResult", "Node", "Sandbox", "create",
     "create_sandbox", "destroy", "destroy_all", "network_name", "node_name", "nodes_without_reboot", "sandbox_root",
     "ssh_argv", "status",
-    "CONTAINERS_CONF", "REPO_ROOT", "podman",
+    "CONTAINERS_CONF", "REPO_ROOT", "podman", "SandboxServices", "is_sandbox", "standins_for",
 ]

@@ -34,6 +34,7 @@ from ..errors import UserError
 from .image import ensure_image
 from .names import network_name, node_name, sandbox_root
 from .podman import LABEL, PREFIX, REPO_ROOT, exec_in, exists, podman, podman_json, require_podman
+from .services import stop_services
 
 CLUSTER_LABEL = "qwen35.cluster"
 NODE_LABEL = "qwen35.node"
@@ -194,8 +195,6 @@ def destroy(name: str, progress: Progress = _quiet) -> bool:
         podman(["network", "rm", "-f", net])
     folder = sandbox_root() / name
     if folder.exists():
-        from .services import stop_services
-
         stopped = stop_services(name)
         if stopped:
             progress(f"stopping the stand-in services {' '.join(stopped)}")

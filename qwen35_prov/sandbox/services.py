@@ -202,6 +202,17 @@ def start_services(name: str, repo: str, progress=lambda _m: None) -> SandboxSer
     return SandboxServices(revision=revision, extravars=extravars, env={"HF_TOKEN": HUB_TOKEN})
 
 
+def is_sandbox(name: str) -> bool:
+    """Whether the deployment NAME is a sandbox of this machine (`sandbox create` wrote its fleet file)."""
+    return (sandbox_root() / name / "fleet.yml").exists()
+
+
+def standins_for(name: str, repo: str, progress=lambda _m: None) -> SandboxServices | None:
+    """The one place a deployment meets the sandbox: for a sandbox, its stand-in services (started, or found
+    running) and the settings that point the roles at them; for real machines, None."""
+    return start_services(name, repo, progress) if is_sandbox(name) else None
+
+
 def stop_services(name: str) -> list[str]:
     stopped = []
     folder = sandbox_root() / name / "services"

@@ -1,10 +1,10 @@
-"""Model weights: the node-side downloader, imported from the role that ships it (one implementation).
+"""The node-side weights downloader, for the tests: they import the very file the role ships.
 
 The code lives in `roles/model_weights/files/qwen35_weights.py`, a standalone script (standard library +
-huggingface_hub) that the `model_weights` role copies to every node. This module loads that same file so
-the toolkit and its tests use exactly what the nodes run:
+huggingface_hub) that the `model_weights` role copies to every node. This module loads that same file so the
+tests use exactly what the nodes run (the toolkit itself never imports it; it lived in the package before):
 
-    from qwen35_prov import weights
+    import weights_script as weights
     weights.fetch(repo, revision, root, endpoint=..., token=...)      # hub -> ROOT/<repo>/<commit>, verified
     weights.pull(manifest, root, source)                              # peer -> here (rsync), verified
     weights.check_snapshot(path, full=False)                          # marker fast path / full re-hash
@@ -28,7 +28,7 @@ def _load() -> ModuleType:
     if _NAME in sys.modules:
         return sys.modules[_NAME]
     if not SCRIPT.is_file():
-        raise ImportError(f"{SCRIPT} is missing: qwen35_prov.weights needs the repository checkout (roles/)")
+        raise ImportError(f"{SCRIPT} is missing: the tests need the repository checkout (roles/)")
     spec = importlib.util.spec_from_file_location(_NAME, SCRIPT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
