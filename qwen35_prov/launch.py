@@ -62,6 +62,12 @@ class NodeLaunch:
         return " ".join(filter(None, [env, shlex.join(self.argv)]))
 
 
+def listen_address(bind: str, node_address: str) -> str:
+    """Where a server of the plan listens: its node's fleet address (bind `cluster`), or every interface (`all`,
+    which the planner allows only with the API key). SGLang's --host and the gateway's client port follow it."""
+    return node_address if bind == "cluster" else "0.0.0.0"
+
+
 def launch_for_node(*, recipes: RecipeBook, gpu: Gpu, model: Model, precision: str, options: PlanOptions,
                     repo: str, model_path: str, tp: int, ep: int | None, mem: float | None, mamba_v2: bool,
                     replica: Replica, node_rank: int, node_index: int, node_name: str, node_address: str,
@@ -79,7 +85,7 @@ def launch_for_node(*, recipes: RecipeBook, gpu: Gpu, model: Model, precision: s
     values = {"tp": tp, "ep": ep, "mem": mem, "nnodes": nnodes, "node_rank": node_rank,
               "dist_init_addr": f"{dist_init_host}:{dist_init_port}", **parsers}
     recipe_flags, env, applied = apply_rules(recipes.rules, facts, values)
-    host = node_address if options.bind == "cluster" else "0.0.0.0"
+    host = listen_address(options.bind, node_address)
     deployment_facts = {
         **facts, "loader_threads_default": options.loader_threads == recipes.default_loader_threads,
         "mm_attention_backend": gpu.mm_attention_backend is not None, "base_gpu_id": replica.gpu_ids[0] > 0,

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 from .catalog import Catalog, Cell, Gpu, Model, RecipeBook, load_catalog
 from .cluster import ClusterSpec, parse_cluster
 from .errors import UserError
-from .launch import NodeLaunch, Replica, launch_for_node
+from .launch import NodeLaunch, Replica, launch_for_node, listen_address
 from .memory import MemoryFit, memory_fit
 from .options import ROUTER_METRICS_PORT, ROUTER_PORT, PlanOptions
 from .rules import condition_matches
@@ -182,7 +182,10 @@ def plan(cluster_spec: str | ClusterSpec, options: PlanOptions | None = None, *,
         host = options.router_host or names[replicas[0].head]
         if host not in names:
             raise UserError(f"--router-host {host!r}: not a node of {cluster.name}; its nodes: {', '.join(names)}")
-        router = {"host": host, "port": ROUTER_PORT, "metrics_port": ROUTER_METRICS_PORT}
+        address = addresses[names.index(host)]
+        # the client port follows the plan's bind; the metrics take no key, so they stay on the fleet address
+        router = {"host": host, "port": ROUTER_PORT, "metrics_port": ROUTER_METRICS_PORT,
+                  "listen": listen_address(options.bind, address), "metrics_listen": address}
     elif options.router_host:
         raise UserError(f"--router-host {options.router_host}: {cluster.name} holds one replica, so no gateway is "
                         f"deployed (its head's endpoint is the endpoint)")

@@ -85,7 +85,11 @@ def test_the_gateway_goes_on_the_first_head_or_the_node_named_and_only_with_seve
     from qwen35_prov.errors import UserError
 
     p = plan("h100x32", PlanOptions())
-    assert p.router == {"host": "node0", "port": 30080, "metrics_port": 29000}
+    assert p.router == {"host": "node0", "port": 30080, "metrics_port": 29000, "listen": "node0",
+                        "metrics_listen": "node0"}
+    # the client port follows the bind, as SGLang's --host does; the keyless metrics never leave the fleet address
+    every = plan("h100x32", PlanOptions(bind="all")).router
+    assert (every["listen"], every["metrics_listen"]) == ("0.0.0.0", "node0")
     assert plan("h100x32", PlanOptions(router_host="node3")).router["host"] == "node3"
     assert plan("h200x8").router is None                                     # one replica: its head is the endpoint
     with pytest.raises(UserError, match="not a node of h100x32; its nodes: node0, node1, node2, node3"):
