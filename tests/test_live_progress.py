@@ -36,6 +36,17 @@ def test_bytes_on_disk_count_partial_files_and_leave_out_the_bookkeeping(tmp_pat
     assert W.progress(tmp_path, REPO_ID, COMMIT, 1000, job)["finished"] is False
 
 
+def test_the_job_file_may_be_named_from_the_home_folder(tmp_path, monkeypatch):
+    # Mitogen's strategy reports no results_file: the role names the job file ~/.ansible_async/<jid>, and Mitogen's
+    # record says "started" with "finished": 0 until the module's result replaces it
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ansible_async").mkdir()
+    (tmp_path / ".ansible_async" / "j2").write_text(json.dumps({"started": 1, "finished": 0, "pid": 7}))
+    assert W.progress(tmp_path, REPO_ID, COMMIT, 1000, "~/.ansible_async/j2")["finished"] is False
+    (tmp_path / ".ansible_async" / "j2").write_text(json.dumps({"rc": 0, "stdout": "{}", "ansible_job_id": "j2"}))
+    assert W.progress(tmp_path, REPO_ID, COMMIT, 1000, "~/.ansible_async/j2")["finished"] is True
+
+
 def test_a_published_snapshot_is_all_there_and_nothing_on_disk_is_nothing(tmp_path):
     assert W.progress(tmp_path, REPO_ID, COMMIT, 1000)["done_bytes"] == 0
     final = W.snapshot_dir(tmp_path, REPO_ID, COMMIT)

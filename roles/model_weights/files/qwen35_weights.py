@@ -937,7 +937,7 @@ def progress(root: Path | str, repo: str, commit: str, total_bytes: int, job_fil
             except OSError:
                 pass          # renamed or removed while we looked
     return {"done_bytes": min(done, total_bytes), "total_bytes": total_bytes, "published": published,
-            "finished": _job_finished(Path(job_file) if job_file else None)}
+            "finished": _job_finished(Path(job_file).expanduser() if job_file else None)}
 
 
 # ------------------------------------------------------------------------------- copy from a peer
@@ -1329,7 +1329,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--repo", required=True)
     s.add_argument("--commit", required=True)
     s.add_argument("--total-bytes", type=int, required=True)
-    s.add_argument("--job-file", default=None, help="the async job's results file (Ansible's results_file)")
+    s.add_argument("--job-file", default=None, help="the async job's results file (Ansible's results_file; ~ is "
+                   "the user's home)")
 
     s = sub.add_parser("link", help="point ROOT/REPO/NAME (a branch or tag) at a commit's snapshot")
     s.add_argument("--root", required=True)
