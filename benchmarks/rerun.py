@@ -9,10 +9,13 @@ What it does:
   2. `up` again RUNS times, timed (wall clock of the whole command, planning and inventory included); every run
      must report changed=0 on every host, or the benchmark says so and fails;
   3. a facts-only play (gather_facts, no task) on the same hosts, through the same runner and settings as `up`
-     (ansible-runner, pipelining, one multiplexed SSH connection per host), RUNS times, timed the same way;
-  4. prints ONE JSON object: {"cluster", "hosts", "rerun_s" (median), "facts_only_s" (median), "ratio",
-     "goal": 15, "changed", "rerun_runs", "facts_only_runs", "slowest_tasks"}: the ten tasks of the last re-run
-     that took longest (from ansible-runner's job events), to show where the rest of the time goes.
+     (ansible-runner, pipelining, one multiplexed SSH connection per host), RUNS times, timed the same way: once
+     with the runner's strategy (Mitogen, whose start on each host is part of every run) and once with Ansible's
+     own (QWEN35_ANSIBLE_STRATEGY=linear: plain SSH, the cheaper facts-only run);
+  4. prints ONE JSON object: {"cluster", "hosts", "rerun_s" (median), "facts_only_s" (the faster median of the
+     two facts-only runs), "ratio" (rerun_s / facts_only_s), "goal": 15, "facts_only_by_strategy" (median per
+     strategy), "changed", "rerun_runs", "facts_only_runs" (per strategy), "slowest_tasks"}: the ten tasks of the
+     last re-run that took longest (from ansible-runner's job events), to show where the rest of the time goes.
 Progress goes to stderr. State: build/bench-rerun/ (QWEN35_STATE_DIR), so a second call reuses the rollout.
 """
 
@@ -31,7 +34,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from qwen35_prov.runner import run_playbook  # noqa: E402
+from qwen35_prov.runner import STRATEGY_ENV, run_playbook, strategy_env  # noqa: E402
 
 GOAL = 15
 FACTS_ONLY = "- name: Facts only\n  hosts: qwen35_nodes\n  gather_facts: true\n  tasks: []\n"
@@ -88,22 +91,33 @@ def main(argv: list[str] | None = None) -> int:
         log(f"re-run {i + 1}: {seconds:.1f} s, changed on {changed or 'no host'}")
     last_artifacts = sorted((Path(args.state_dir) / inventory.parent.name / "runner" / "artifacts").iterdir(),
                             key=lambda d: d.stat().st_mtime)[-1]
-    facts = []
+    facts: dict[str, list[float]] = {}
+    chosen = os.environ.get(STRATEGY_ENV)
     with tempfile.TemporaryDirectory() as tmp:
         play = Path(tmp) / "facts-only.yml"
         play.write_text(FACTS_ONLY)
-        for i in range(args.runs):
-            started = time.monotonic()
-            result = run_playbook(str(play), inventory, state_dir=Path(tmp) / "state")
-            facts.append(round(time.monotonic() - started, 2))
-            if not result.ok:
-                raise SystemExit(f"the facts-only run failed: {result.failures}")
-            log(f"facts only {i + 1}: {facts[-1]:.1f} s")
-    rerun, facts_only = statistics.median(reruns), statistics.median(facts)
+        for strategy in (strategy_env().get("ANSIBLE_STRATEGY", "linear"), "linear"):
+            if strategy in facts:
+                continue
+            facts[strategy] = []
+            os.environ[STRATEGY_ENV] = strategy
+            for i in range(args.runs):
+                started = time.monotonic()
+                result = run_playbook(str(play), inventory, state_dir=Path(tmp) / "state")
+                facts[strategy].append(round(time.monotonic() - started, 2))
+                if not result.ok:
+                    raise SystemExit(f"the facts-only run ({strategy}) failed: {result.failures}")
+                log(f"facts only, {strategy} {i + 1}: {facts[strategy][-1]:.1f} s")
+        os.environ.pop(STRATEGY_ENV)
+        if chosen is not None:
+            os.environ[STRATEGY_ENV] = chosen
+    by_strategy = {strategy: statistics.median(runs) for strategy, runs in facts.items()}
+    rerun, facts_only = statistics.median(reruns), min(by_strategy.values())
     print(json.dumps({
         "cluster": args.cluster, "hosts": sorted(first["hosts"]), "rerun_s": rerun, "facts_only_s": facts_only,
-        "ratio": round(rerun / facts_only, 1), "goal": GOAL, "changed": changed, "rerun_runs": reruns,
-        "facts_only_runs": facts, "slowest_tasks": slowest_tasks(last_artifacts)}, indent=2))
+        "ratio": round(rerun / facts_only, 1), "goal": GOAL, "facts_only_by_strategy": by_strategy,
+        "changed": changed, "rerun_runs": reruns, "facts_only_runs": facts,
+        "slowest_tasks": slowest_tasks(last_artifacts)}, indent=2))
     if args.destroy:
         from qwen35_prov.sandbox import destroy
 

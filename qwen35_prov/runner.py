@@ -16,6 +16,10 @@ from . import collection
 #: facts a play sets to report to the CLI: the playbooks' own, and roles' (named with the role's prefix)
 REPORT_FACTS = ("qwen35_report", "sglang_router_report")
 
+#: how Ansible runs tasks on the hosts: Mitogen's linear strategy (one Python per host that stays for the whole run,
+#: so a task costs no interpreter start and no module upload) where mitogen is installed, else Ansible's own
+STRATEGY_ENV = "QWEN35_ANSIBLE_STRATEGY"
+
 
 
 @dataclass
@@ -244,6 +248,20 @@ def _forget_environment(artifact_dir: Path) -> None:
         os.replace(tmp, record)
 
 
+def strategy_env() -> dict[str, str]:
+    """The settings that choose Ansible's strategy: $QWEN35_ANSIBLE_STRATEGY (`linear` turns Mitogen off), else
+    mitogen_linear when the mitogen package is importable, else Ansible's default."""
+    wanted = os.environ.get(STRATEGY_ENV, "mitogen_linear")
+    if not wanted.startswith("mitogen_"):
+        return {"ANSIBLE_STRATEGY": wanted}
+    try:
+        import ansible_mitogen
+    except ImportError:
+        return {}
+    plugins = Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"
+    return {"ANSIBLE_STRATEGY_PLUGINS": str(plugins), "ANSIBLE_STRATEGY": wanted}
+
+
 def run_playbook(playbook: str, inventory: Path, *, state_dir: Path, extravars: dict[str, Any] | None = None,
                  check: bool = False, tags: str | None = None, limit: str | None = None,
                  progress: Progress | None = None, envvars: dict[str, str] | None = None) -> RunResult:
@@ -266,8 +284,12 @@ def run_playbook(playbook: str, inventory: Path, *, state_dir: Path, extravars: 
         # one SSH round trip per task (no temporary files on the host) over one multiplexed connection per host
         "ANSIBLE_PIPELINING": "True",
         "ANSIBLE_SSH_ARGS": "-C -o ControlMaster=auto -o ControlPersist=120s",
+        # the roles read facts as ansible_facts.X only; copying every fact into a top-level ansible_X variable costs
+        # each task on each host a pass over all facts (ansible-core plans this default for a later release)
+        "ANSIBLE_INJECT_FACT_VARS": "False",
         # the ansible-playbook of this interpreter's environment, also when that is not on PATH
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        **strategy_env(),
         **(envvars or {}),
     }
     # Extra variables go to a 0600 file, never onto a command line where `ps` shows them.
