@@ -19,6 +19,10 @@ from .errors import UserError
 
 NODE_GROUP = "qwen35_nodes"
 WEIGHTS_VARS = Path("group_vars") / NODE_GROUP / "weights.yml"   # where `up` locks the model's revision
+UPGRADE_PINS = Path("group_vars") / NODE_GROUP / "zz-upgrade.yml"  # what `upgrade` pinned (loaded last: it wins)
+# what an upgrade may pin in the inventory (and what wins over the sandbox's own image variables)
+PIN_KEYS = ("qwen35_image", "sglang_image_digest", "sglang_image_archive", "nvidia_driver_version",
+            "nvidia_driver_branch")
 _REPLICA_GROUP = re.compile(r"^qwen35_replica_(\d+)$")
 
 
@@ -114,6 +118,38 @@ class Deployed:
     @cached_property
     def weights_vars(self) -> dict[str, Any]:
         return self._read(str(WEIGHTS_VARS), required=False)
+
+    # ---- group_vars/qwen35_nodes/zz-upgrade.yml: read fresh each time (pin() changes it)
+    @property
+    def pins_file(self) -> Path:
+        return self.inventory / UPGRADE_PINS
+
+    @property
+    def pins(self) -> dict[str, Any]:
+        """What earlier upgrades pinned in this inventory ({} when none)."""
+        data = self._read(str(UPGRADE_PINS), required=False)
+        return {k: v for k, v in data.items() if k in PIN_KEYS}
+
+    def with_pins(self, extravars: dict[str, Any]) -> dict[str, Any]:
+        """EXTRAVARS (updated in place) with the upgrade's pins winning over them (the sandbox passes its stand-in
+        image as extra variables): a pinned image brings its own digest and tarball, or none."""
+        pins = self.pins
+        if "qwen35_image" in pins and "qwen35_image" in extravars:
+            extravars.update({"sglang_image_digest": "", "sglang_image_archive": ""})
+        extravars.update(pins)
+        return extravars
+
+    def pin(self, values: dict[str, Any]) -> Path:
+        """Pin VALUES in the inventory; a value of None or "" removes that key. Written whole or not at all."""
+        data = {k: v for k, v in {**self.pins, **values}.items() if v not in (None, "")}
+        path = self.pins_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("---\n# Written by `qwen35-prov upgrade` after every replica (or host) took it; wins over "
+                       "server.yml /\n# drivers.yml (loaded after them). Delete this file to go back to what the plan "
+                       "pins.\n" + yaml.safe_dump(data, sort_keys=True), encoding="utf-8")
+        tmp.replace(path)
+        return path
 
     # ---- host_vars
     def host_vars(self, host: str) -> dict[str, Any]:

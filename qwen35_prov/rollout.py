@@ -21,7 +21,6 @@ from .fleet import load_fleet
 from .inventory import plan_for_fleet, write_inventory
 from .keys import api_key_file, secrets_dir
 from .options import PlanOptions
-from .pins import apply_overrides
 from .planner import plan
 from .revision import choose_revision
 from .runner import Progress, RunResult, run_playbook, summarize
@@ -98,8 +97,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         inventory = write_inventory(args.cluster, fleet, target, options, gpus_per_node=args.gpus_per_node,
                                     weights_dir_given=weights_dir_given, site_vars=args.site_vars)
         if extravars:
-
-            apply_overrides(extravars, inventory)  # an image `upgrade` pinned wins over the sandbox's stand-in
+            Deployed(inventory, name).with_pins(extravars)  # an image `upgrade` pinned wins over the sandbox's stand-in
         progress.console.print(f"    inventory: {inventory}" + (" (dry run: a scratch copy; the stored one is not "
                                                                   "changed)" if args.check else ""))
         result = run_playbook("up.yml", inventory, state_dir=state_root() / name, extravars=extravars,
@@ -124,7 +122,7 @@ def _run_read(args: argparse.Namespace, playbook: str,
     extravars, envvars = dict(options or {}), {}
     services = sandbox.standins_for(deployed.name, deployed.plan["model_repo"])
     if services:
-        extravars = {**apply_overrides(dict(services.extravars), deployed.inventory), **extravars}
+        extravars = {**deployed.with_pins(dict(services.extravars)), **extravars}
         envvars = services.env
     result = run_playbook(playbook, deployed.inventory, state_dir=deployed.state_dir, extravars=extravars,
                           envvars=envvars, progress=progress)

@@ -25,7 +25,6 @@ from typing import Any
 from . import sandbox
 from .cli_options import add_deployment_target, print_json
 from .errors import Interrupted, UserError
-from .pins import OVERRIDE, apply_overrides, read_overrides, write_overrides
 from .deployment import Deployed, resolve
 from .runner import Progress, run_playbook
 
@@ -37,7 +36,7 @@ def _base_extravars(d: Deployed) -> tuple[dict[str, Any], dict[str, str]]:
     services = sandbox.standins_for(d.name, d.plan["model_repo"])
     if services is None:
         return {}, {}
-    return apply_overrides(dict(services.extravars), d.inventory), dict(services.env)
+    return d.with_pins(dict(services.extravars)), dict(services.env)
 
 
 def _print(data: dict[str, Any], as_json: bool) -> None:
@@ -72,7 +71,7 @@ def _upgrade_image(args, d: Deployed, started: float) -> dict[str, Any]:
         extravars["sglang_image_archive"] = str(Path(args.archive).resolve())
     else:
         extravars.pop("sglang_image_archive", None)
-        if "sglang_image_archive" in read_overrides(inventory) or sandbox.is_sandbox(name):
+        if "sglang_image_archive" in d.pins or sandbox.is_sandbox(name):
             extravars["sglang_image_archive"] = ""  # pull, not a tarball an earlier run pinned
     if args.ready_timeout:
         # both: the roles' own readiness reads sglang_server_ready_timeout, and an extra variable of that name
@@ -121,7 +120,7 @@ def _upgrade_image(args, d: Deployed, started: float) -> dict[str, Any]:
         return data
     data["status"] = "ok"
     # a digest or tarball pinned by an earlier upgrade belongs to the old image: replaced or removed
-    data["persisted"] = str(write_overrides(inventory, {
+    data["persisted"] = str(d.pin({
         "qwen35_image": args.image, "sglang_image_digest": args.digest or None,
         "sglang_image_archive": str(Path(args.archive).resolve()) if args.archive else None}))
     return data
@@ -152,7 +151,7 @@ def interrupted_message(d: Deployed, done: list[dict[str, Any]], replicas: list[
     url = heads[replicas.index(replica)].removesuffix("/v1")
     return (f"interrupted during the upgrade of replica {replica} to {image}. Already on {image}: replica(s) "
             f"{finished}; replica {replica} may be drained from the router and half-upgraded (no rollback ran); "
-            f"later replicas are untouched and nothing was pinned in {d.inventory / OVERRIDE}. To go on: run the same "
+            f"later replicas are untouched and nothing was pinned in {d.pins_file}. To go on: run the same "
             f"`qwen35-prov upgrade --image {image}` again (replicas already on it restart once more), or check "
             f"`qwen35-prov status`; the router lists drained replicas with `qwen35-router-ctl status` on its host, "
             f"and `qwen35-router-ctl undrain {url}` puts this one back")
@@ -172,7 +171,7 @@ def _upgrade_driver(args, d: Deployed, started: float) -> dict[str, Any]:
     progress = None if args.json else Progress()
     data = _driver_by_group(args, d, extravars, envvars, progress)
     if data["status"] == "ok":
-        data["persisted"] = str(write_overrides(d.inventory, pins))
+        data["persisted"] = str(d.pin(pins))
     return data
 
 
