@@ -40,16 +40,13 @@ from .options import PlanOptions
 from .plan_output import plan_to_dict
 from .planner import Plan, plan
 
-#: systemd names of a replica's units on its nodes: <UNIT_PREFIX>-r<N>.service, <TARGET_PREFIX>-r<N>.target
-UNIT_PREFIX = "qwen35-sglang"
-TARGET_PREFIX = "qwen35-replica"
 
 MANIFEST = ".qwen35-prov-inventory.json"
 NODE_GROUP, HEAD_GROUP, WORKER_GROUP, ROUTER_GROUP = "qwen35_nodes", "qwen35_heads", "qwen35_workers", "qwen35_router"
 VENDOR_GROUPS = {"nvidia": "qwen35_nvidia", "amd": "qwen35_amd"}
 REPLICA_GROUP = "qwen35_replica_{}"
 GROUP_VARS_FILES = ("plan", "drivers", "container_runtime", "weights", "server")
-INVENTORY_SCHEMA_VERSION = 2  # 2: the launch contract's fields (docs/architecture.md)
+INVENTORY_SCHEMA_VERSION = 3  # 2: the launch contract's fields; 3: its unit names (docs/architecture.md)
 CONTAINER_ENGINE = "docker"
 _SAFE = re.compile(r"^[A-Za-z0-9_./~+-]+$")
 
@@ -248,10 +245,6 @@ def build_inventory(selection: Selection, the_plan: Plan, command: str,
         # 0600 in the folder beside this inventory, and reach the nodes only as root-only files
         "qwen35_api_key": the_plan.options.api_key,
         "qwen35_secrets_dir": "{{ inventory_dir | dirname }}/secrets",
-        # the systemd names of each replica (<prefix>-r<N>.service, <target prefix>-r<N>.target): the
-        # sglang_server role names its units with them, status/verify/upgrade/bench address the units by them
-        "sglang_server_unit_prefix": UNIT_PREFIX,
-        "sglang_server_target_prefix": TARGET_PREFIX,
     })
     return files
 

@@ -12,6 +12,11 @@ from .catalog import Gpu, Model, RecipeBook
 from .options import PlanOptions
 from .rules import apply_rules
 
+#: systemd names of a replica's units on its nodes: <UNIT_PREFIX>-r<N>.service (and -watch.service on multi-node
+#: replicas), <TARGET_PREFIX>-r<N>.target; the container is named as its server unit
+UNIT_PREFIX = "qwen35-sglang"
+TARGET_PREFIX = "qwen35-replica"
+
 
 @dataclass(frozen=True)
 class Replica:
@@ -47,6 +52,13 @@ class NodeLaunch:
     reasoning_parser: str | None
     tool_call_parser: str | None
 
+    @property
+    def units(self) -> dict[str, str | None]:
+        """Its systemd unit names and container name; `watch` only on multi-node replicas."""
+        name = f"{UNIT_PREFIX}-r{self.replica}"
+        return {"server": f"{name}.service", "watch": f"{name}-watch.service" if self.nnodes > 1 else None,
+                "target": f"{TARGET_PREFIX}-r{self.replica}.target", "container": name}
+
     def contract(self) -> dict:
         """The launch as the inventory and `plan --json` carry it (LAUNCH_FIELDS, in this order)."""
         return {
@@ -55,6 +67,7 @@ class NodeLaunch:
             "port": self.port, "gpu_ids": list(self.gpu_ids), "served_model_name": self.served_model_name,
             "model_path": self.model_path, "reasoning_parser": self.reasoning_parser,
             "tool_call_parser": self.tool_call_parser, "argv": list(self.argv), "env": dict(sorted(self.env.items())),
+            "units": self.units,
         }
 
     def shell_line(self) -> str:

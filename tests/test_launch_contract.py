@@ -104,10 +104,33 @@ def test_the_inventory_check_refuses_a_broken_contract_naming_each_launch():
 def test_an_inventory_of_the_previous_schema_is_refused_with_what_to_do():
     groups, hostvars = _golden_hostvars("h200x8-35b-fp8")
     for hv in hostvars.values():
-        hv["qwen35_inventory_schema"] = 1
+        hv["qwen35_inventory_schema"] = 2
     assert _validate_filters().inventory_errors(groups, hostvars) == [
-        "the inventory is of schema 1, this qwen35-prov reads schema 2: regenerate it with qwen35-prov inventory "
+        "the inventory is of schema 2, this qwen35-prov reads schema 3: regenerate it with qwen35-prov inventory "
         "(or up, which does)"]
+
+
+def test_each_launch_names_its_units_and_the_check_refuses_names_that_are_no_unit():
+    check = _validate_filters().inventory_errors
+    groups, hostvars = _golden_hostvars("h100x32")
+    units = {h: [launch["units"] for launch in hv["qwen35_launches"]] for h, hv in hostvars.items()}
+    assert units["h100-a"] == [{"server": "qwen35-sglang-r0.service", "watch": "qwen35-sglang-r0-watch.service",
+                                "target": "qwen35-replica-r0.target", "container": "qwen35-sglang-r0"}]
+    assert units["h100-c"][0]["server"] == "qwen35-sglang-r1.service"
+    hostvars["h100-a"]["qwen35_launches"][0]["units"]["server"] = "qwen35 sglang.service"
+    hostvars["h100-b"]["qwen35_launches"][0]["units"]["watch"] = None
+    hostvars["h100-c"]["qwen35_launches"][0]["units"]["target"] = "qwen35-replica-r1.service"
+    assert check(groups, hostvars) == [
+        "h100-a: launch 0: units.server is 'qwen35 sglang.service', not a systemd unit name ending in .service",
+        "h100-b: launch 0: units.watch is None, not a systemd unit name ending in .service",
+        "h100-c: launch 0: units.target is 'qwen35-replica-r1.service', not a systemd unit name ending in .target",
+    ]
+    groups, hostvars = _golden_hostvars("h200x8-35b-fp8")
+    [host] = hostvars
+    assert hostvars[host]["qwen35_launches"][0]["units"]["watch"] is None
+    hostvars[host]["qwen35_launches"][0]["units"]["watch"] = "qwen35-sglang-r0-watch.service"
+    assert check(groups, hostvars) == [
+        f"{host}: launch 0: a one-node replica has no watch unit, got 'qwen35-sglang-r0-watch.service'"]
 
 
 def test_the_inventory_check_wants_the_gateway_where_the_plan_puts_it():

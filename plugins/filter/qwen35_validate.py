@@ -18,11 +18,10 @@ PLAN_KEYS = ("tp_size", "replicas", "gpus_per_node", "node_count", "idle_gpus", 
 PCI_VENDORS = {"nvidia": "0x10de", "amd": "0x1002"}
 #: The launch contract (docs/architecture.md): the fields of every entry of qwen35_launches, as
 #: qwen35_prov.launch.NodeLaunch.contract() writes them (tests/test_launch_contract.py keeps the two equal).
-INVENTORY_SCHEMA = 2
-#: the replicas' systemd names, which the playbooks address the units by
-UNIT_NAME_VARS = ("sglang_server_unit_prefix", "sglang_server_target_prefix")
+INVENTORY_SCHEMA = 3
+_UNIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]*$")
 LAUNCH_FIELDS = ("replica", "node_rank", "nnodes", "is_head", "host", "dist_init", "port", "gpu_ids", "served_model_name",
-                 "model_path", "reasoning_parser", "tool_call_parser", "argv", "env")
+                 "model_path", "reasoning_parser", "tool_call_parser", "argv", "env", "units")
 
 
 def _get(mapping, key, default=None):
@@ -63,6 +62,17 @@ def _contract_errors(where, launch, hv, plan, nodes_per_replica):
                           f"{_get(hv, 'qwen35_replica_head_address')}")
     elif dist is not None:
         errors.append(f"{where}: a one-node launch has no dist_init, got {dist!r}")
+    units = launch["units"] if isinstance(launch["units"], dict) else {}
+    wanted = {"server": ".service", "target": ".target", "container": "",
+              "watch": ".service" if nodes_per_replica > 1 else None}
+    for key, suffix in wanted.items():
+        name = units.get(key)
+        if suffix is None:
+            if name is not None:
+                errors.append(f"{where}: a one-node replica has no watch unit, got {name!r}")
+        elif not (isinstance(name, str) and _UNIT_NAME.match(name) and name.endswith(suffix)):
+            what = f"a systemd unit name ending in {suffix}" if suffix else "a container name"
+            errors.append(f"{where}: units.{key} is {name!r}, not {what}")
     if "model_repo" in plan and launch["served_model_name"] != plan["model_repo"]:
         errors.append(f"{where} serves {launch['served_model_name']!r}, the plan's model is "
                       f"{plan['model_repo']!r}")
@@ -93,10 +103,6 @@ def inventory_errors(groups, hostvars):
         errors.append(f"the inventory is of schema {schema}, this qwen35-prov reads schema {INVENTORY_SCHEMA}: "
                       f"regenerate it with qwen35-prov inventory (or up, which does)")
         return errors
-    for name in UNIT_NAME_VARS:
-        value = _get(hostvars[nodes[0]], name)
-        if not isinstance(value, str) or not value:
-            errors.append(f"{name} is not set (group_vars/qwen35_nodes/server.yml): regenerate the inventory")
     tp, replicas, per_node = plan["tp_size"], plan["replicas"], plan["gpus_per_node"]
     nodes_per_replica = plan["nodes_per_replica"]
 

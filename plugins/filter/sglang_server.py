@@ -115,19 +115,15 @@ def sglang_server_wait_argv(dist_init, timeout) -> list:
     return ["/usr/bin/timeout", str(int(timeout)), "/bin/bash", "-c", script]
 
 
-def sglang_server_units(launches, prefix, target_prefix) -> list:
-    """Per launch: its replica, whether it is the head, and its unit names (watch only for multi-node)."""
+def sglang_server_units(launches) -> list:
+    """Per launch: its replica, whether it is the head, its unit names as the planner gave them (launch.units;
+    watch only on multi-node replicas), and the members its target starts."""
     out = []
     for launch in launches or []:
-        r = launch["replica"]
-        multinode = int(launch["nnodes"]) > 1
-        out.append({
-            "replica": r, "node_rank": launch["node_rank"], "is_head": bool(launch["is_head"]),
-            "server": f"{prefix}-r{r}.service",
-            "watch": f"{prefix}-r{r}-watch.service" if multinode else None,
-            "target": f"{target_prefix}-r{r}.target",
-        })
-        out[-1]["members"] = [u for u in (out[-1]["server"], out[-1]["watch"]) if u]
+        units = launch["units"]
+        out.append({"replica": launch["replica"], "node_rank": launch["node_rank"], "is_head": bool(launch["is_head"]),
+                    "server": units["server"], "watch": units.get("watch"), "target": units["target"],
+                    "members": [u for u in (units["server"], units.get("watch")) if u]})
     return out
 
 
