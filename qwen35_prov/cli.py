@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
 from . import __version__
 from .catalog_output import catalog_to_dict, catalog_to_text

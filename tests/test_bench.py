@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from qwen35_prov import bench
 from qwen35_prov.cli import main
-from qwen35_prov.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "bench"

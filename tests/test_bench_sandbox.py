@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from qwen35_prov import bench
-from test_bench import FIXTURES, GSM8K_LOG, LATENCY_LOG, THROUGHPUT_LOG, jsonl_record
+from test_bench import GSM8K_LOG, LATENCY_LOG, THROUGHPUT_LOG, jsonl_record
 
 pytestmark = pytest.mark.sandbox
 

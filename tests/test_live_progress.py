@@ -9,7 +9,6 @@ import io
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import weights_script as W
 from qwen35_prov.runner import Progress, run_playbook

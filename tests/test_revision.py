@@ -15,7 +15,7 @@ import yaml
 from qwen35_prov.errors import UserError
 from qwen35_prov.deployment import WEIGHTS_VARS
 from qwen35_prov.revision import choose_revision, locked_commit, resolve_commit
-from tests.hub import HubStore, LocalHub, generate_repo
+from tests.hub import LocalHub, generate_repo
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "Qwen/Qwen3.5-397B-A17B"

@@ -7,7 +7,6 @@ rollout are shared with the other end-to-end modules (tests/conftest.py).
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -401,7 +401,6 @@ def _check_existing(sb: Sandbox, spec: ClusterSpec, progress: Progress) -> Sandb
         raise UserError(f"sandbox {sb.name} exists but is not healthy ({states}); {fix}")
     if not sb.fleet:
         raise UserError(f"sandbox {sb.name} has no fleet file; {fix}")
-    folder = Path(sb.dir)
     for node in sb.nodes:
         if not node.address or not _ssh_banner(node.address):
             raise UserError(f"sandbox {sb.name}: node {node.name} does not answer SSH; {fix}")
