@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from .repo import generate_repo
@@ -62,7 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         tmp.write_text(json.dumps({"url": hub.url, "port": hub.port, "pid": os.getpid()}))
         os.replace(tmp, args.ready_file)
     print(f"test hub serving {args.root} on {hub.url}", file=sys.stderr, flush=True)
-    stop.wait(timeout=args.lifetime)
+    # wait in short steps: a signal the kernel hands to the server's thread runs its Python handler only when the
+    # main thread runs again, and a main thread blocked in one long wait would never see SIGTERM
+    deadline = None if args.lifetime is None else time.monotonic() + args.lifetime
+    while not stop.wait(timeout=0.5):
+        if deadline is not None and time.monotonic() > deadline:
+            break
     hub.stop()
     return 0
 
