@@ -20,7 +20,7 @@ from .errors import UserError
 NODE_GROUP = "qwen35_nodes"
 WEIGHTS_VARS = Path("group_vars") / NODE_GROUP / "weights.yml"   # where `up` locks the model's revision
 UPGRADE_PINS = Path("group_vars") / NODE_GROUP / "zz-upgrade.yml"  # what `upgrade` pinned (loaded last: it wins)
-# what an upgrade may pin in the inventory (and what wins over the sandbox's own image variables)
+# what an upgrade may pin in the inventory
 PIN_KEYS = ("qwen35_image", "sglang_image_digest", "sglang_image_archive", "nvidia_driver_version",
             "nvidia_driver_branch")
 _REPLICA_GROUP = re.compile(r"^qwen35_replica_(\d+)$")
@@ -130,18 +130,10 @@ class Deployed:
         data = self._read(str(UPGRADE_PINS), required=False)
         return {k: v for k, v in data.items() if k in PIN_KEYS}
 
-    def with_pins(self, extravars: dict[str, Any]) -> dict[str, Any]:
-        """EXTRAVARS (updated in place) with the upgrade's pins winning over them (the sandbox passes its stand-in
-        image as extra variables): a pinned image brings its own digest and tarball, or none."""
-        pins = self.pins
-        if "qwen35_image" in pins and "qwen35_image" in extravars:
-            extravars.update({"sglang_image_digest": "", "sglang_image_archive": ""})
-        extravars.update(pins)
-        return extravars
-
     def pin(self, values: dict[str, Any]) -> Path:
-        """Pin VALUES in the inventory; a value of None or "" removes that key. Written whole or not at all."""
-        data = {k: v for k, v in {**self.pins, **values}.items() if v not in (None, "")}
+        """Pin VALUES in the inventory; None removes a key, "" pins an empty value (an image without a digest or
+        tarball, over the inventory's). Written whole or not at all."""
+        data = {k: v for k, v in {**self.pins, **values}.items() if v is not None}
         path = self.pins_file
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

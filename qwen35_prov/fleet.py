@@ -23,7 +23,8 @@ from .options import normal_weights_dir, weights_dir_problem
 
 DEFAULT_SSH_PORT = 22
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
-TOP_LEVEL_KEYS = ("defaults", "hosts", "clusters")
+TOP_LEVEL_KEYS = ("defaults", "hosts", "clusters", "standins")
+_VARIABLE = re.compile(r"^[a-z_][a-z0-9_]*$")
 # Host fields, in the order docs/fleet.md lists them. `facts` is written by `fleet probe --update`.
 HOST_FIELDS = (
     "name", "address", "ssh_user", "ssh_port", "ssh_key", "known_hosts", "gpu", "gpu_count",
@@ -109,6 +110,9 @@ class Fleet:
     path: Path
     hosts: tuple[Host, ...]
     clusters: Mapping[str, FleetCluster]
+    # a sandbox's fleet only (`sandbox create` writes it): the role settings that point the hosts at the sandbox's
+    # stand-in services (TEST DOUBLES); the inventory carries them in group_vars/qwen35_nodes/zz-standins.yml
+    standins: Mapping[str, Any] = field(default_factory=dict)
 
     def host(self, name: str) -> Host:
         for h in self.hosts:
@@ -468,9 +472,19 @@ def parse_fleet(text: str, path: str | Path = "fleet.yml", catalog: Catalog | No
                     continue
                 clusters[cname] = FleetCluster(name=cname, hosts=tuple(members), line=line)
 
+    standins = doc.get("standins")
+    if standins is not None and not (isinstance(standins, dict) and all(isinstance(k, str) and _VARIABLE.match(k)
+                                                                        for k in standins)):
+        problems.add(doc.line_of("standins"), "standins", "expected a mapping of role variable names to values "
+                                                          "(written by `qwen35-prov sandbox create`)")
+        standins = None
+    elif standins is not None and (unsafe := _unsafe_text(standins)):
+        problems.add(doc.line_of("standins"), "standins", unsafe)
+        standins = None
+
     if problems.items:
         raise FleetError(shown, problems.items)
-    return Fleet(path=path, hosts=tuple(hosts), clusters=clusters)
+    return Fleet(path=path, hosts=tuple(hosts), clusters=clusters, standins=_plain(standins or {}))
 
 
 def load_fleet(path: str | Path, catalog: Catalog | None = None) -> Fleet:

@@ -8,6 +8,8 @@ Layout (docs/architecture.md, "Inventory variables"):
   DIR/group_vars/qwen35_nodes/container_runtime.yml
   DIR/group_vars/qwen35_nodes/weights.yml    the checkpoint, its revision, where it lives, its size
   DIR/group_vars/qwen35_nodes/server.yml     the pinned SGLang image and the ports
+  DIR/group_vars/qwen35_nodes/zz-standins.yml  a sandbox only: its fleet's stand-in settings (TEST DOUBLES),
+                                             over the files above, under what `upgrade` pins (zz-upgrade.yml)
 Every file starts with a header naming the command that generated it (no timestamp: the same input gives
 byte-identical output). The folder is written next to DIR and swapped in with rename, so DIR is either the
 old inventory or the new one, never a mix. Files in DIR the generator did not write are kept.
@@ -68,6 +70,10 @@ class _Dumper(yaml.SafeDumper):
 
 _Dumper.add_representer(
     FlowList, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True))
+
+
+#: where a sandbox fleet's stand-in settings go: loaded after the plan's group_vars, before zz-upgrade.yml
+STANDINS_FILE = "group_vars/qwen35_nodes/zz-standins.yml"
 
 
 def to_yaml(data: Any) -> str:
@@ -425,6 +431,10 @@ def generate_inventory(cluster: str, fleet_path: str | Path, out_dir: str | Path
             command += f" --site-vars {shlex.quote(str(site_vars))}"
     files = build_inventory(selection, the_plan, command, catalog)
     files.update(site_files(site_vars_dir(fleet_path, site_vars)))
+    if fleet.standins:
+        files[STANDINS_FILE] = (f"# The stand-in settings of the sandbox fleet {Path(fleet_path).resolve()}\n"
+                                "# (TEST DOUBLES: apt repositories, hub, engine image of `qwen35-prov sandbox create`);\n"
+                                "# regenerate, do not edit.\n" + to_yaml(dict(fleet.standins)))
     write_files_atomically(out, files)
     return out, selection, the_plan
 

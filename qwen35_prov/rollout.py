@@ -63,7 +63,6 @@ def cmd_up(args: argparse.Namespace) -> int:
     if not weights_dir_given:
         args.weights_dir = PlanOptions().weights_dir  # the fleet's weights_dir wins over this default
     options = plan_options_from(args)
-    extravars: dict[str, Any] = {}
     envvars: dict[str, str] = {}
     if args.sandbox:
         progress.phase(f"sandbox {args.cluster}")
@@ -76,10 +75,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     services = sandbox.standins_for(name, plan(args.cluster, options, gpus_per_node=args.gpus_per_node).repo,
                                     lambda m: progress.console.print(f"    {m}")) if args.sandbox else None
     if services:
-        extravars.update(services.extravars)
         envvars.update(services.env)
         # the controller asks the stand-in hub (TEST DOUBLE) for the commit, as it asks the real one elsewhere
-        hub_env = {"HF_ENDPOINT": services.extravars["model_weights_hf_endpoint"], **services.env}
+        hub_env = {"HF_ENDPOINT": services.hub_url, **services.env}
     revision = _lock_revision(args, options, fleet, inventory_dir(name), weights_dir_given, hub_env)
     options = replace(options, revision=revision.commit)
     progress.console.print(f"    revision: {revision.commit} ({revision.describe()})")
@@ -96,12 +94,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             target = folder / "inventory"
         inventory = write_inventory(args.cluster, fleet, target, options, gpus_per_node=args.gpus_per_node,
                                     weights_dir_given=weights_dir_given, site_vars=args.site_vars)
-        if extravars:
-            Deployed(inventory, name).with_pins(extravars)  # an image `upgrade` pinned wins over the sandbox's stand-in
         progress.console.print(f"    inventory: {inventory}" + (" (dry run: a scratch copy; the stored one is not "
                                                                   "changed)" if args.check else ""))
-        result = run_playbook("up.yml", inventory, state_dir=state_root() / name, extravars=extravars,
-                              envvars=envvars, check=args.check, tags=args.tags, progress=progress)
+        result = run_playbook("up.yml", inventory, state_dir=state_root() / name, envvars=envvars,
+                              check=args.check, tags=args.tags, progress=progress)
         endpoints = Deployed(inventory, name).endpoints()
     extra = {"inventory": str(inventory), "check": bool(args.check),
              "revision": {"commit": revision.commit, "source": revision.source}}
@@ -122,7 +118,6 @@ def _run_read(args: argparse.Namespace, playbook: str,
     extravars, envvars = dict(options or {}), {}
     services = sandbox.standins_for(deployed.name, deployed.plan["model_repo"])
     if services:
-        extravars = {**deployed.with_pins(dict(services.extravars)), **extravars}
         envvars = services.env
     result = run_playbook(playbook, deployed.inventory, state_dir=deployed.state_dir, extravars=extravars,
                           envvars=envvars, progress=progress)

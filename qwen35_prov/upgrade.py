@@ -31,11 +31,10 @@ _REF = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$", re.I)
 _DRIVER = re.compile(r"^(\d{3})\.\d+(\.\d+)?$")
 
 
-def _base_extravars(d: Deployed) -> tuple[dict[str, Any], dict[str, str]]:
+def _run_env(d: Deployed) -> dict[str, str]:
+    """The environment the playbooks run with: a sandbox's stand-in services started, and their secrets."""
     services = sandbox.standins_for(d.name, d.plan["model_repo"])
-    if services is None:
-        return {}, {}
-    return d.with_pins(dict(services.extravars)), dict(services.env)
+    return dict(services.env) if services else {}
 
 
 def _print(data: dict[str, Any], as_json: bool) -> None:
@@ -58,23 +57,21 @@ def _print(data: dict[str, Any], as_json: bool) -> None:
 
 
 def _upgrade_image(args, d: Deployed, started: float) -> dict[str, Any]:
-    inventory, name = d.inventory, d.name
+    inventory = d.inventory
     if not _REF.match(args.image) or args.image.endswith(":"):
         raise UserError(f"--image {args.image!r} is not an image reference (repository:tag or repository@sha256:...)")
     if args.archive and not Path(args.archive).is_file():
         raise UserError(f"--archive {args.archive}: no such file on this machine")
     replicas = d.replicas
-    extravars, envvars = _base_extravars(d)
-    extravars.update({"qwen35_image": args.image, "sglang_image_digest": args.digest or ""})
-    if args.archive:
-        extravars["sglang_image_archive"] = str(Path(args.archive).resolve())
-    else:
-        extravars.pop("sglang_image_archive", None)
-        if "sglang_image_archive" in d.pins or sandbox.is_sandbox(name):
-            extravars["sglang_image_archive"] = ""  # pull, not a tarball an earlier run pinned
+    envvars = _run_env(d)
+    # the new image brings its own digest and tarball, or none: not the ones the inventory has (an earlier pin, the
+    # site's settings, a sandbox's stand-in image); without --archive it is pulled
+    archive = str(Path(args.archive).resolve()) if args.archive else ""
+    extravars: dict[str, Any] = {"qwen35_image": args.image, "sglang_image_digest": args.digest or "",
+                                 "sglang_image_archive": archive}
     if args.ready_timeout:
-        # both: the roles' own readiness reads sglang_server_ready_timeout, and an extra variable of that name
-        # (the sandbox passes one) beats the value upgrade.yml hands to the role
+        # both: the roles' own readiness reads sglang_server_ready_timeout, and the inventory may set that
+        # variable (a sandbox's does), over the value upgrade.yml hands to the role
         extravars["qwen35_upgrade_ready_timeout"] = args.ready_timeout
         extravars["sglang_server_ready_timeout"] = args.ready_timeout
     if args.no_drain:
@@ -119,9 +116,8 @@ def _upgrade_image(args, d: Deployed, started: float) -> dict[str, Any]:
         return data
     data["status"] = "ok"
     # a digest or tarball pinned by an earlier upgrade belongs to the old image: replaced or removed
-    data["persisted"] = str(d.pin({
-        "qwen35_image": args.image, "sglang_image_digest": args.digest or None,
-        "sglang_image_archive": str(Path(args.archive).resolve()) if args.archive else None}))
+    data["persisted"] = str(d.pin({"qwen35_image": args.image, "sglang_image_digest": args.digest or "",
+                                   "sglang_image_archive": archive}))
     return data
 
 
@@ -164,9 +160,9 @@ def _upgrade_driver(args, d: Deployed, started: float) -> dict[str, Any]:
     if plan.get("vendor") != "nvidia":
         raise UserError(f"--driver-version upgrades the NVIDIA driver; this deployment's GPUs are {plan.get('vendor')} "
                         f"({plan.get('gpu')}): pin amdgpu_driver_* in site.yml instead (docs/runbooks/driver-upgrade.md)")
-    extravars, envvars = _base_extravars(d)
+    envvars = _run_env(d)
     pins = {"nvidia_driver_version": args.driver_version, "nvidia_driver_branch": int(m.group(1))}
-    extravars.update(pins)
+    extravars: dict[str, Any] = dict(pins)
     progress = None if args.json else Progress()
     data = _driver_by_group(args, d, extravars, envvars, progress)
     if data["status"] == "ok":

@@ -443,3 +443,34 @@ def test_weights_storage_is_local_unless_the_fleet_says_network_and_then_that_no
           - {name: gpu-01, address: 10.0.0.11, gpu: h100, gpu_count: 8, weights_storage: nvme}
         """)
     assert problem.endswith("host gpu-01: weights_storage: expected one of local, network, got 'nvme'")
+
+
+# --- a sandbox fleet's stand-in settings ---------------------------------------------------------------------
+
+SANDBOX_FLEET = """
+hosts:
+  - {name: n0, address: 10.89.0.10, gpu: h100, gpu_count: 8}
+standins:
+  qwen35_image: localhost/sglang-standin:abc
+  container_runtime_daemon_json: {exec-opts: [native.cgroupdriver=systemd]}
+  qwen35_preflight_nccl: false
+"""
+
+
+def test_a_sandbox_fleet_carries_its_stand_in_settings_as_plain_data():
+    parsed = fleet(SANDBOX_FLEET)
+    assert parsed.standins == {"qwen35_image": "localhost/sglang-standin:abc",
+                               "container_runtime_daemon_json": {"exec-opts": ["native.cgroupdriver=systemd"]},
+                               "qwen35_preflight_nccl": False}
+    assert type(parsed.standins["container_runtime_daemon_json"]) is dict
+    assert fleet("hosts:\n  - {name: n0, address: 10.0.0.1, gpu: h100, gpu_count: 8}\n").standins == {}
+
+
+@pytest.mark.parametrize("standins, expected", [
+    ("[a, b]", "expected a mapping of role variable names to values"),
+    ("{Not-A-Variable: 1}", "expected a mapping of role variable names to values"),
+    ("{qwen35_image: \"{{ lookup('pipe', 'id') }}\"}", "holds template syntax"),
+])
+def test_stand_in_settings_are_variable_names_and_data(standins, expected):
+    found = problems(SANDBOX_FLEET.split("standins:")[0] + f"standins: {standins}\n")
+    assert len(found) == 1 and expected in found[0] and "standins" in found[0]

@@ -278,3 +278,19 @@ def test_launch_env_adds_network_variables_to_the_plan_env():
                              "NCCL_IB_HCA": "mlx5_0,mlx5_1"}
     assert host_vars["qwen35_node_rank"] == 1 and host_vars["qwen35_replica"] == 0
     assert host_vars["qwen35_is_head"] is False and host_vars["qwen35_ib_hcas"] == ["mlx5_0", "mlx5_1"]
+
+
+def test_a_sandbox_fleets_stand_in_settings_go_over_the_plan_and_under_the_upgrade_pins(tmp_path):
+    fleet = tmp_path / "fleet.yml"
+    fleet.write_text((EXAMPLES / "h200x8" / "fleet.yml").read_text()
+                     + "standins:\n  qwen35_image: localhost/standin:1\n  qwen35_weights_gb: 0.016\n")
+    out = write_inventory("h200x8", fleet, tmp_path / "inventory", weights_dir_given=False)
+    standins = out / "group_vars" / "qwen35_nodes" / "zz-standins.yml"
+    assert yaml.safe_load(standins.read_text()) == {"qwen35_image": "localhost/standin:1", "qwen35_weights_gb": 0.016}
+    (out / "group_vars" / "qwen35_nodes" / "zz-upgrade.yml").write_text("qwen35_image: pinned:2\n")
+    hostvars = _ansible_list(out)["_meta"]["hostvars"]
+    assert {hv["qwen35_image"] for hv in hostvars.values()} == {"pinned:2"}        # the upgrade pin wins
+    assert {hv["qwen35_weights_gb"] for hv in hostvars.values()} == {0.016}        # over the plan's weights.yml
+    fleet.write_text((EXAMPLES / "h200x8" / "fleet.yml").read_text())
+    write_inventory("h200x8", fleet, tmp_path / "inventory", weights_dir_given=False)
+    assert not standins.exists()                                                    # gone with the settings

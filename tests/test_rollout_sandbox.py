@@ -56,6 +56,11 @@ def test_up_h100x16_rolls_out_a_two_node_replica(h100x16):
         assert any(word in p for p in phases), phases
     assert "TEST DOUBLE" in summary["note"]
     assert "==> " in r.stderr  # live progress per phase on stderr, JSON alone on stdout
+    # the stand-ins' settings came with the sandbox's fleet into the inventory; up passed no extra variables
+    inventory = Path(summary["inventory"])
+    fleet = yaml.safe_load((sandbox_root() / "h100x16" / "fleet.yml").read_text())
+    assert yaml.safe_load((inventory / "group_vars/qwen35_nodes/zz-standins.yml").read_text()) == fleet["standins"]
+    assert not (inventory.parent / "runner" / "env" / "extravars").exists()
     # the weights phase reported its bytes while the stager downloaded and node1 copied (JSON lines with --json)
     events = [json.loads(line) for line in r.stderr.splitlines() if line.startswith('{"event": "weights_progress"')]
     last = {e["host"]: e for e in events}

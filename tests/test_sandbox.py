@@ -79,6 +79,12 @@ def test_create_starts_two_nodes_and_writes_the_fleet(sandbox):
     assert fleet["defaults"]["ssh_key"] == str(folder / "id_ed25519")
     assert fleet["defaults"]["known_hosts"] == str(folder / "known_hosts")
     assert fleet["clusters"] == {NAME: {"hosts": [n["name"] for n in sandbox["nodes"]]}}
+    # the stand-in services' settings (TEST DOUBLES), on the network's gateway at fixed ports, handed over as data
+    gateway = podman_json(["network", "inspect", f"q35-{NAME}"])[0]["subnets"][0]["gateway"]
+    assert validated.standins == fleet["standins"]
+    assert fleet["standins"]["model_weights_hf_endpoint"] == f"http://{gateway}:8766"
+    assert fleet["standins"]["nvidia_driver_mirror"] == f"http://{gateway}:8765/compute/cuda/repos"
+    assert fleet["standins"]["qwen35_image"].startswith("localhost/") and fleet["standins"]["qwen35_preflight_nccl"] is False
     for host, node in zip(fleet["hosts"], sandbox["nodes"]):
         inspected = podman_json(["inspect", "--type", "container", node["name"]])[0]
         ip = inspected["NetworkSettings"]["Networks"][f"q35-{NAME}"]["IPAddress"]

@@ -7,7 +7,9 @@ Python API:
   status(name=None) -> [Sandbox(name, cluster, dir, fleet, network, nodes=[Node(name, state, address, interface)])]
   ensure_image() -> "localhost/qwen35-node:<recipe hash>" ; image_ref() -> the same without building
   ssh_argv(folder, address, *command) -> an OpenSSH command line for a node
-  is_sandbox(name) ; standins_for(name, repo) -> SandboxServices (settings of the stand-in services) or None
+  is_sandbox(name) ; standins_for(name, repo) -> SandboxServices (the stand-in services started: the repository's
+    commit on the local hub, the hub's URL, the runs' environment) or None; the services' role settings are in
+    the sandbox's fleet (`standins:`, written by create) and from there in its inventories
 """
 
 from .image import IMAGE_REPO, ensure_image, image_ref, recipe_hash

@@ -34,7 +34,7 @@ from ..errors import UserError
 from .image import ensure_image
 from .names import network_name, node_name, sandbox_root
 from .podman import LABEL, PREFIX, REPO_ROOT, exec_in, exists, podman, podman_json, require_podman
-from .services import stop_services
+from .services import start_services, stop_services
 
 CLUSTER_LABEL = "qwen35.cluster"
 NODE_LABEL = "qwen35.node"
@@ -367,7 +367,9 @@ def create_sandbox(cluster: str, *, name: str | None = None, gpus_per_node: int 
     require_podman()
     existing = status(name)
     if existing and existing[0].nodes:
-        return CreateResult(_check_existing(existing[0], spec, progress), created=False)
+        sb = _check_existing(existing[0], spec, progress)
+        _record_standins(sb, progress)
+        return CreateResult(sb, created=False)
     # leftovers without any container (a network, volumes, a folder) hold nothing worth keeping
     destroy(name, progress)
 
@@ -375,7 +377,9 @@ def create_sandbox(cluster: str, *, name: str | None = None, gpus_per_node: int 
     image = ensure_image(progress)
     started = time.monotonic()
     try:
-        return CreateResult(_create(name, spec, image, folder, progress, started), created=True)
+        sb = _create(name, spec, image, folder, progress, started)
+        _record_standins(sb, progress)
+        return CreateResult(sb, created=True)
     except BaseException:
         progress(f"create failed: removing what was made for sandbox {name}")
         try:
@@ -383,6 +387,20 @@ def create_sandbox(cluster: str, *, name: str | None = None, gpus_per_node: int 
         except Exception as exc:  # keep the original error; say what is left
             progress(f"cleanup failed too ({exc}); run qwen35-prov sandbox destroy --cluster {name}")
         raise
+
+
+def _record_standins(sb: Sandbox, progress: Progress) -> None:
+    """Start the sandbox's stand-in services (TEST DOUBLES) and write the settings that point the roles at them
+    into its fleet file (`standins:`), which every inventory of the sandbox then carries."""
+    settings = start_services(sb.name, progress)
+    path = Path(sb.fleet)
+    text = path.read_text()
+    doc = yaml.safe_load(text)
+    if doc.get("standins") == settings:
+        return
+    header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
+    doc["standins"] = settings
+    _write_atomic(path, header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
 
 
 def create(cluster: str, *, name: str | None = None, gpus_per_node: int | None = None,
@@ -491,7 +509,8 @@ def _create(name: str, spec: ClusterSpec, image: str, folder: Path, progress: Pr
     header = (f"# Sandbox fleet written by `qwen35-prov sandbox create --cluster {spec.name}`"
               + (f" --name {name}" if name != spec.name else "") + ".\n"
               f"# {spec.node_count} podman systemd containers on network {net}; GPUs are TEST DOUBLES.\n"
-              f"# Remove with `qwen35-prov sandbox destroy --cluster {name}`.\n")
+              f"# Remove with `qwen35-prov sandbox destroy --cluster {name}`. `standins:` points the roles at the\n"
+              f"# sandbox's stand-in services (TEST DOUBLES: apt, hub, engine image); never copy it into a real fleet.\n")
     doc = _fleet_doc(name, spec, folder, nodes)
     _write_atomic(fleet_path, header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
     progress(f"sandbox {name} up in {time.monotonic() - started:.0f} s; fleet: {fleet_path}")

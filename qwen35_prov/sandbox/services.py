@@ -25,6 +25,7 @@ from .names import network_name, sandbox_root
 from .podman import REPO_ROOT, podman
 
 SERVICE_LIFETIME = 4 * 3600
+APT_PORT, HUB_PORT = 8765, 8766  # on the sandbox network's gateway: fixed, so the fleet's settings stay true
 HUB_TOKEN = "hf_qwen35_sandbox_TEST_DOUBLE_not_a_secret"
 HUB_CHECKPOINT_MB = 8
 HUGGINGFACE_HUB_VERSION = "2.4.0"
@@ -34,8 +35,8 @@ DOCKER_IN_NODE = {"exec-opts": ["native.cgroupdriver=systemd"], "default-cgroupn
 
 @dataclass(frozen=True)
 class SandboxServices:
-    revision: str
-    extravars: dict[str, Any]
+    revision: str      # the commit of the planned repository on the local hub
+    hub_url: str       # the local hub, as the controller and the nodes reach it
     env: dict[str, str]  # for ansible-playbook's environment (secrets stay off command lines and files)
 
 
@@ -54,11 +55,13 @@ def gateway(name: str) -> str:
 
 
 def _alive(pid: int) -> bool:
+    """Whether PID runs (a zombie, ended but not yet reaped by its parent, does not)."""
     try:
         os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (ProcessLookupError, PermissionError, FileNotFoundError):
         return False
-    return True
+    return state != "Z"
 
 
 def _run(argv: list[str], what: str, **kwargs) -> subprocess.CompletedProcess:
@@ -96,7 +99,7 @@ def _wait_port(host: str, port: int, seconds: float = 30) -> None:
 
 def _apt_standins(name: str, gw: str, progress) -> str:
     folder = _folder(name)
-    root, pid_file, port = folder / "apt", folder / "apt.pid", 8765
+    root, pid_file, port = folder / "apt", folder / "apt.pid", APT_PORT
     if not (root / "qwen35-standins.pub").exists():
         progress("building the stand-in vendor apt repositories (TEST DOUBLES)")
         _run([sys.executable, "tests/apt_standins/build_repo.py", "--out", str(root)], "building the apt stand-ins")
@@ -107,26 +110,37 @@ def _apt_standins(name: str, gw: str, progress) -> str:
     return f"http://{gw}:{port}"
 
 
-def _hub(name: str, gw: str, repo: str, progress) -> tuple[str, str, Path]:
+def _hub_checkpoint(name: str, repo: str, progress) -> str:
+    """The commit of REPO's stand-in checkpoint on the local hub, generated the first time it is asked for."""
     folder = _folder(name)
-    root, ready, pid_file = folder / "hub-root", folder / "hub-ready.json", folder / "hub.pid"
-    token = folder / "hub-token"
     commit_file = folder / f"hub-commit-{repo.replace('/', '--')}"
     if not commit_file.exists():
         progress(f"generating a {HUB_CHECKPOINT_MB} MB stand-in checkpoint named {repo} on the local hub (TEST DOUBLE)")
-        out = _run([sys.executable, "-m", "tests.hub", "generate", "--root", str(root), "--repo", repo,
+        out = _run([sys.executable, "-m", "tests.hub", "generate", "--root", str(folder / "hub-root"), "--repo", repo,
                     "--size-mb", str(HUB_CHECKPOINT_MB), "--shards", "4"], "generating the hub's checkpoint")
         commit_file.write_text(out.stdout.strip())
+    return commit_file.read_text().strip()
+
+
+def _hub(name: str, gw: str, progress) -> tuple[str, Path]:
+    """The local hub's URL (a fixed port on the gateway, so the fleet's settings stay true across restarts) and the
+    huggingface_hub wheels for the nodes."""
+    folder = _folder(name)
+    root, ready, pid_file = folder / "hub-root", folder / "hub-ready.json", folder / "hub.pid"
+    token = folder / "hub-token"
+    root.mkdir(exist_ok=True)
     wheels = folder / "wheels"
     if not any(wheels.glob("huggingface_hub-*.whl")):
         progress("downloading huggingface_hub wheels for the nodes")
         _run([sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(wheels),
               f"huggingface_hub=={HUGGINGFACE_HUB_VERSION}"], "downloading huggingface_hub")
+    if _running(pid_file) and ready.exists() and json.loads(ready.read_text()).get("port") != HUB_PORT:
+        _stop(pid_file)  # a hub started on another port (an older qwen35-prov): the fleet names HUB_PORT
     if not _running(pid_file):
         token.write_text(HUB_TOKEN + "\n")
         token.chmod(0o600)
         ready.unlink(missing_ok=True)
-        _start_detached([sys.executable, "-m", "tests.hub", "serve", "--root", str(root), "--host", gw, "--port", "0",
+        _start_detached([sys.executable, "-m", "tests.hub", "serve", "--root", str(root), "--host", gw, "--port", str(HUB_PORT),
                          "--token-file", str(token), "--log", str(folder / "hub-requests.jsonl"),
                          "--ready-file", str(ready)], folder / "hub.log", pid_file)
         deadline = time.monotonic() + 30
@@ -134,7 +148,7 @@ def _hub(name: str, gw: str, repo: str, progress) -> tuple[str, str, Path]:
             time.sleep(0.2)
         if not ready.exists():
             raise UserError(f"sandbox: the local hub did not start; see {folder / 'hub.log'}")
-    return json.loads(ready.read_text())["url"], commit_file.read_text().strip(), wheels
+    return json.loads(ready.read_text())["url"], wheels
 
 
 def _router_wheelhouse(progress) -> Path:
@@ -156,14 +170,15 @@ def _standin_image(progress) -> dict[str, str]:
     return json.loads(out.stdout)
 
 
-def start_services(name: str, repo: str, progress=lambda _m: None) -> SandboxServices:
-    """Start (or find running) the sandbox's stand-in services; return the hub revision and the extra vars."""
+def start_services(name: str, progress=lambda _m: None) -> dict[str, Any]:
+    """Start (or find running) the sandbox's stand-in services; return the role settings that point the hosts at
+    them (`sandbox create` writes them into the fleet it hands over, as `standins:`)."""
     gw = gateway(name)
     apt = _apt_standins(name, gw, progress)
-    hub_url, revision, wheels = _hub(name, gw, repo, progress)
+    hub_url, wheels = _hub(name, gw, progress)
     image = _standin_image(progress)
     router_wheels = _router_wheelhouse(progress)
-    extravars = {
+    return {
         # vendor repositories -> stand-in apt repositories (TEST DOUBLES)
         "nvidia_driver_mirror": f"{apt}/compute/cuda/repos",
         "nvidia_driver_repo_key_file": "qwen35-standins.pub",
@@ -199,7 +214,6 @@ def start_services(name: str, repo: str, progress=lambda _m: None) -> SandboxSer
         # NCCL needs GPUs; the role's CPU (gloo) path is tested by its Molecule scenario
         "qwen35_preflight_nccl": False,
     }
-    return SandboxServices(revision=revision, extravars=extravars, env={"HF_TOKEN": HUB_TOKEN})
 
 
 def is_sandbox(name: str) -> bool:
@@ -208,20 +222,40 @@ def is_sandbox(name: str) -> bool:
 
 
 def standins_for(name: str, repo: str, progress=lambda _m: None) -> SandboxServices | None:
-    """The one place a deployment meets the sandbox: for a sandbox, its stand-in services (started, or found
-    running) and the settings that point the roles at them; for real machines, None."""
-    return start_services(name, repo, progress) if is_sandbox(name) else None
+    """The one place a deployment meets the sandbox: for a sandbox, its stand-in services started (or found
+    running), REPO's commit on the local hub and the environment the runs need; for real machines, None. The
+    settings that point the roles at the services are in the sandbox's fleet and inventory, not here."""
+    if not is_sandbox(name):
+        return None
+    hub_url = start_services(name, progress)["model_weights_hf_endpoint"]
+    return SandboxServices(revision=_hub_checkpoint(name, repo, progress), hub_url=hub_url,
+                           env={"HF_TOKEN": HUB_TOKEN})
+
+
+def _stop(pid_file: Path, grace: float = 5.0) -> bool:
+    """End the service's process group: SIGTERM, then SIGKILL after GRACE seconds (a service that outlived its
+    sandbox would hold its fixed port against the next sandbox on the same network address)."""
+    try:
+        group = int(pid_file.read_text() or 0)
+        os.killpg(group, signal.SIGTERM)
+    except (ValueError, OSError):  # no pid file, or no such process (ProcessLookupError is an OSError)
+        pid_file.unlink(missing_ok=True)
+        return False
+    deadline = time.monotonic() + grace
+    while _alive(group) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(group):
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + 2
+        while _alive(group) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    pid_file.unlink(missing_ok=True)
+    return True
 
 
 def stop_services(name: str) -> list[str]:
-    stopped = []
     folder = sandbox_root() / name / "services"
-    for pid_file in folder.glob("*.pid"):
-        try:
-            pid = int(pid_file.read_text() or 0)
-            os.killpg(pid, signal.SIGTERM)
-            stopped.append(pid_file.stem)
-        except (ValueError, ProcessLookupError, PermissionError):
-            pass
-        pid_file.unlink(missing_ok=True)
-    return stopped
+    return [pid_file.stem for pid_file in folder.glob("*.pid") if _stop(pid_file)]
