@@ -22,6 +22,14 @@ STRATEGY_ENV = "QWEN35_ANSIBLE_STRATEGY"
 
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C while a playbook ran; `result` holds what its events had reported by then."""
+
+    def __init__(self, result: "RunResult") -> None:
+        super().__init__()
+        self.result = result
+
+
 @dataclass
 class HostCounts:
     ok: int = 0
@@ -302,20 +310,24 @@ def run_playbook(playbook: str, inventory: Path, *, state_dir: Path, extravars: 
         with os.fdopen(fd, "w") as out:
             json.dump(extravars, out)
     playbooks = collection.root() / "playbooks"
-    runner = ansible_runner.run(
-        private_data_dir=str(private),
-        project_dir=str(playbooks),
-        playbook=str(playbooks / playbook),
-        inventory=str(inventory),
-        envvars=env,
-        cmdline=" ".join(cmdline) or None,
-        limit=limit,
-        quiet=True,
-        forks=50,  # every node of a multi-node replica at once (rendezvous, readiness)
-        event_handler=collector,
-        rotate_artifacts=5,
-        suppress_env_files=True,
-    )
+    try:
+        runner = ansible_runner.run(
+            private_data_dir=str(private),
+            project_dir=str(playbooks),
+            playbook=str(playbooks / playbook),
+            inventory=str(inventory),
+            envvars=env,
+            cmdline=" ".join(cmdline) or None,
+            limit=limit,
+            quiet=True,
+            forks=50,  # every node of a multi-node replica at once (rendezvous, readiness)
+            event_handler=collector,
+            rotate_artifacts=5,
+            suppress_env_files=True,
+        )
+    except KeyboardInterrupt:
+        collector.result.status = "interrupted"
+        raise RunInterrupted(collector.result) from None
     _forget_environment(Path(runner.config.artifact_dir))
     result = collector.result
     result.rc = runner.rc
