@@ -1,10 +1,11 @@
 """`qwen35-prov upgrade`: a rolling upgrade of the SGLang image (one replica at a time, health gate, rollback)
 or of the NVIDIA driver (one host at a time, the fabric manager following), through ansible-runner.
 
-Image: playbooks/upgrade.yml once per replica, in replica order; the first replica that fails is rolled back
-by the playbook and the upgrade stops there (later replicas keep the old image). Only when every replica took
-the new image is it written to the inventory (group_vars/qwen35_nodes/zz-upgrade.yml, a file the inventory
-generator carries over), so later `up`/`validate` runs use it.
+Image: playbooks/upgrade.yml, once: its rolling play moves one replica at a time (Ansible's `serial`, a batch
+being one replica's nodes); the first replica that fails is rolled back by the playbook and the upgrade stops
+there (later replicas keep the old image). Only when every replica took the new image is it written to the
+inventory (group_vars/qwen35_nodes/zz-upgrade.yml, a file the inventory generator carries over), so later
+`up`/`validate` runs use it.
 
 Driver: playbooks/drivers.yml with the new nvidia_driver_version, qwen35_drivers_serial=1: one host at a time,
 the first failure stops the rest; nothing reboots, the hosts that wait for a reboot are reported. With --reboot:
@@ -25,7 +26,7 @@ from . import sandbox
 from .cli_options import add_deployment_target, print_json
 from .errors import Interrupted, UserError
 from .deployment import Deployed, resolve
-from .runner import Progress, run_playbook
+from .runner import Progress, RunResult, run_playbook
 
 _REF = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$", re.I)
 _DRIVER = re.compile(r"^(\d{3})\.\d+(\.\d+)?$")
@@ -78,47 +79,70 @@ def _upgrade_image(args, d: Deployed, started: float) -> dict[str, Any]:
         extravars["qwen35_upgrade_drain"] = False
     progress = None if args.json else Progress()
     data: dict[str, Any] = {"kind": "image", "image": args.image, "inventory": str(inventory), "replicas": []}
-    for replica in replicas:
-        if progress:
-            progress.phase(f"replica {replica} -> {args.image}")
-        try:
-            result = run_playbook("upgrade.yml", inventory, state_dir=d.state_dir, progress=progress,
-                                  extravars={**extravars, "qwen35_upgrade_replica": replica}, envvars=envvars)
-        except KeyboardInterrupt:
-            raise Interrupted(interrupted_message(d, data["replicas"], replicas, replica, args.image)) from None
-        reports = [r for facts in result.facts.values() for r in facts.get("upgrade", [])]
-        aftermath = next((f["upgrade_aftermath"] for f in result.facts.values() if "upgrade_aftermath" in f), None)
-        step = {"replica": replica, "status": "upgraded" if result.ok else "rolled back",
-                "hosts": sorted({r["host"] for r in reports}),
-                "previous_image": next((r["previous_image"] for r in reports), None)}
-        if result.ok:
-            step["detail"] = f"now {args.image} (was {step['previous_image']})"
-            data["replicas"].append(step)
-            continue
-        failed = [r for r in reports if r.get("error")]
-        rollback = sorted({r["rollback"] for r in reports if r.get("rollback")})
-        step["detail"] = "; ".join(rollback) if rollback else ""
-        if aftermath and (aftermath["drained"] or reports):
-            # a node's play ended early (unreachable, or failed outside the rollback's reach): no rollback ran there
-            step["status"] = "partially changed"
-            step["detail"] = left_behind(aftermath, step["detail"])
-        elif not reports:  # failed before the drain: nothing changed (validation, replica not running)
-            step["status"] = "unchanged"
-        data["replicas"].append(step)
-        for later in replicas[replicas.index(replica) + 1:]:
-            data["replicas"].append({"replica": later, "status": "untouched", "detail": "still the previous image"})
-        message = next((f.message for f in result.failures if f.task.startswith("Fail - the new image did not take")), None)
-        data["error"] = message or "; ".join(f"{f.host}: {f.task}: {f.message}" for f in result.failures)
-        data["journal_tail"] = [line for r in failed for line in (r.get("journal_tail") or "").splitlines()][-15:]
-        data["failed_replica"] = replica
-        data["status"] = "failed"
-        data["artifacts"] = result.artifacts
+    if progress:
+        progress.phase(f"replicas {', '.join(map(str, replicas))}, one at a time -> {args.image}")
+    try:
+        result = run_playbook("upgrade.yml", inventory, state_dir=d.state_dir, progress=progress,
+                              extravars=extravars, envvars=envvars)
+    except KeyboardInterrupt as stop:
+        raise Interrupted(interrupted_message(d, getattr(stop, "result", None), args.image)) from None
+    data["replicas"] = replica_steps(result, replicas, args.image)
+    if result.ok and all(s["status"] == "upgraded" for s in data["replicas"]):
+        data["status"] = "ok"
+        # a digest or tarball pinned by an earlier upgrade belongs to the old image: replaced or removed
+        data["persisted"] = str(d.pin({"qwen35_image": args.image, "sglang_image_digest": args.digest or "",
+                                       "sglang_image_archive": archive}))
         return data
-    data["status"] = "ok"
-    # a digest or tarball pinned by an earlier upgrade belongs to the old image: replaced or removed
-    data["persisted"] = str(d.pin({"qwen35_image": args.image, "sglang_image_digest": args.digest or "",
-                                   "sglang_image_archive": archive}))
+    stopped = next((s for s in data["replicas"] if s["status"] not in ("upgraded", "untouched")), None)
+    message = next((f.message for f in result.failures if f.task.startswith("Fail - the new image did not take")), None)
+    data["error"] = (message or "; ".join(f"{f.host}: {f.task}: {f.message}" for f in result.failures)
+                     or "the run ended without every replica's report (see the artifacts)")
+    data["journal_tail"] = [line for r in _reports(result) if r.get("error")
+                            for line in (r.get("journal_tail") or "").splitlines()][-15:]
+    data["failed_replica"] = stopped["replica"] if stopped else None
+    data["status"] = "failed"
+    data["artifacts"] = result.artifacts
     return data
+
+
+def _reports(result: RunResult) -> list[dict[str, Any]]:
+    """Every node's report of every replica it finished (upgraded, or rolled back), from the rolling play."""
+    return [r for facts in result.facts.values() for r in facts.get("upgrade", [])]
+
+
+def replica_steps(result: RunResult, replicas: list[int], image: str) -> list[dict[str, Any]]:
+    """What the one run of upgrade.yml did to each replica, in replica order: upgraded, rolled back, partially
+    changed (a node's play ended mid-replica), unchanged (refused before anything changed) or untouched."""
+    reports = _reports(result)
+    aftermath = next((f["upgrade_aftermath"] for f in result.facts.values() if "upgrade_aftermath" in f), None)
+    begun = {int(b) for facts in result.facts.values() for b in facts.get("upgrade_begun", [])}
+    steps: list[dict[str, Any]] = []
+    stopped = False
+    for replica in replicas:
+        mine = [r for r in reports if int(r["replica"]) == replica]
+        step: dict[str, Any] = {"replica": replica, "hosts": sorted({r["host"] for r in mine}),
+                                "previous_image": next((r["previous_image"] for r in mine), None)}
+        if stopped:
+            step = {"replica": replica, "status": "untouched", "detail": "still the previous image"}
+        elif aftermath and int(aftermath["replica"]) == replica:
+            # a node's play ended early (unreachable, or failed outside the rollback's reach): no rollback ran there
+            rollback = "; ".join(sorted({r["rollback"] for r in mine if r.get("rollback")}))
+            step.update(status="partially changed", detail=left_behind(aftermath, rollback))
+        elif replica in begun and not mine:
+            # the run ended mid-replica (a node lost) and the controller's play did not report it either
+            step.update(status="partially changed", detail=(
+                "the run ended while this replica was being upgraded, before any node reported it (see the "
+                "failure): it may run the new image, the old one, or none, and may still be drained from the router; "
+                "when the nodes answer, run the same upgrade again"))
+        elif mine and all(r["ok"] for r in mine):
+            step.update(status="upgraded", detail=f"now {image} (was {step['previous_image']})")
+        elif mine:
+            step.update(status="rolled back", detail="; ".join(sorted({r["rollback"] for r in mine if r.get("rollback")})))
+        else:   # the run ended before this replica changed (validation, a node not running it, a node lost before)
+            step = {"replica": replica, "status": "unchanged", "detail": "nothing changed (see the failure)"}
+        stopped = stopped or step["status"] != "upgraded"
+        steps.append(step)
+    return steps
 
 
 def left_behind(aftermath: dict[str, Any], rollback: str) -> str:
@@ -138,18 +162,24 @@ def left_behind(aftermath: dict[str, Any], rollback: str) -> str:
     return "; ".join(words)
 
 
-def interrupted_message(d: Deployed, done: list[dict[str, Any]], replicas: list[int], replica: int,
-                        image: str) -> str:
-    """What Ctrl-C during a replica's upgrade left, and how to go on."""
-    finished = ", ".join(str(s["replica"]) for s in done if s["status"] == "upgraded") or "none"
-    heads = d.endpoints()[-len(replicas):]   # the router's endpoint, when there is one, comes first
-    url = heads[replicas.index(replica)].removesuffix("/v1")
-    return (f"interrupted during the upgrade of replica {replica} to {image}. Already on {image}: replica(s) "
-            f"{finished}; replica {replica} may be drained from the router and half-upgraded (no rollback ran); "
-            f"later replicas are untouched and nothing was pinned in {d.pins_file}. To go on: run the same "
-            f"`qwen35-prov upgrade --image {image}` again (replicas already on it restart once more), or check "
-            f"`qwen35-prov status`; the router lists drained replicas with `qwen35-router-ctl status` on its host, "
-            f"and `qwen35-router-ctl undrain {url}` puts this one back")
+def interrupted_message(d: Deployed, partial: RunResult | None, image: str) -> str:
+    """What Ctrl-C during the rolling upgrade left, and how to go on (from what the run had reported by then)."""
+    reports = _reports(partial) if partial else []
+    finished = {int(r["replica"]) for r in reports}
+    upgraded = sorted(r for r in finished if all(x["ok"] for x in reports if int(x["replica"]) == r))
+    begun = {int(b) for facts in (partial.facts.values() if partial else []) for b in facts.get("upgrade_begun", [])}
+    busy = sorted(begun - finished)
+    words = [f"interrupted during the rolling upgrade to {image}. Already on {image}: replica(s) "
+             f"{', '.join(map(str, upgraded)) or 'none'}"]
+    if busy:
+        urls = d.endpoints()[-len(d.replicas):]   # the router's endpoint, when there is one, comes first
+        url = urls[d.replicas.index(busy[0])].removesuffix("/v1")
+        words.append(f"replica {busy[0]} may be drained from the router and half-upgraded (no rollback ran); "
+                     f"`qwen35-router-ctl undrain {url}` on the router host puts it back")
+    words.append(f"later replicas are untouched and nothing was pinned in {d.pins_file}. To go on: run the same "
+                 f"`qwen35-prov upgrade --image {image}` again (replicas already on it restart once more), or check "
+                 f"`qwen35-prov status`; the router lists drained replicas with `qwen35-router-ctl status` on its host")
+    return "; ".join(words)
 
 
 def _upgrade_driver(args, d: Deployed, started: float) -> dict[str, Any]:

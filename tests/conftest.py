@@ -60,6 +60,16 @@ def run_cli(env: dict[str, str], *args: str, timeout: float = 1800) -> subproces
     return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
 
 
+def standin_image(variant: str) -> dict[str, str]:
+    """A variant of the stand-in engine image (TEST DOUBLE; tests/doubles/sglang_standin/build.py --variant
+    next|broken): its reference, image ID and docker-archive tarball. `next` serves, `broken` never reports
+    healthy."""
+    out = subprocess.run([sys.executable, str(REPO / "tests/doubles/sglang_standin/build.py"), "--variant", variant,
+                          "--json"], capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout)
+
+
 def up_json(env: dict[str, str], cluster: str, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
     r = run_cli(env, "up", "--cluster", cluster, "--sandbox", "--json", *extra)
     assert r.stdout, r.stderr[-3000:]

@@ -7,6 +7,7 @@ rollout are shared with the other end-to-end modules (tests/conftest.py).
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ import yaml
 from qwen35_prov.sandbox import destroy, node_name, sandbox_root
 from qwen35_prov.sandbox.podman import podman
 from qwen35_prov.sandbox.services import HUB_TOKEN
-from conftest import run_cli, up_json
+from conftest import run_cli, standin_image, up_json
 from tests.hub import downloads_by_file
 
 pytestmark = pytest.mark.sandbox
@@ -336,6 +337,36 @@ def test_a_driver_upgrade_with_reboots_takes_the_replica_out_reboots_its_nodes_a
     r = cli(state, "upgrade", "--cluster", "h100x16", "--driver-version", "580.173.02", "--reboot", "--json")
     assert r.returncode == 0 and [g["status"] for g in json.loads(r.stdout)["groups"]] == ["unchanged"]
     assert [boot_time(i) for i in (0, 1)] == booted and all(unit_active(i) for i in (0, 1))
+
+
+def running_image(index):
+    out = in_node("h100x16", index, "docker", "container", "inspect", "--format", "{{.Config.Image}} {{.Image}}",
+                  "qwen35-sglang-r0")
+    return out.stdout.split()
+
+
+def test_plain_ansible_playbook_rolls_a_new_image_through_the_two_node_replica(h100x16, state):
+    """The rolling upgrade lives in Ansible: plain `ansible-playbook -i INV playbooks/upgrade.yml -e qwen35_image=NEW`,
+    no qwen35-prov in between, moves the replica's two nodes together (one batch of the rolling play), drained
+    through the hook and put back, gated on readiness and the smoke checks. The new image is a TEST DOUBLE
+    variant of the stand-in engine."""
+    new = standin_image("next")
+    before = [running_image(i) for i in (0, 1)]
+    assert before[0] == before[1] and before[0][1] != new["id"]
+    drain_log()
+    inv = Path(state["QWEN35_STATE_DIR"]) / "h100x16" / "inventory"
+    settings = {"qwen35_image": new["ref"], "sglang_image_digest": new["id"], "sglang_image_archive": new["tarball"],
+                "qwen35_upgrade_ready_timeout": 120, "sglang_server_ready_timeout": 120}
+    r = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inv), "playbooks/upgrade.yml",
+                        "-e", json.dumps(settings)], capture_output=True, text=True, cwd=REPO, timeout=900,
+                       env={**os.environ, "ANSIBLE_NOCOLOR": "1"})
+    assert r.returncode == 0, r.stdout[-4000:]
+    assert [running_image(i) for i in (0, 1)] == [[new["ref"], new["id"]]] * 2
+    assert all(unit_active(i) for i in (0, 1))
+    calls, urls = drain_log()
+    assert calls == ["drain", "undrain"] and urls == {h100x16[1]["endpoints"][0].removesuffix("/v1")}
+    recap = {line.split()[0]: line for line in r.stdout[r.stdout.index("PLAY RECAP"):].splitlines()[1:] if line.strip()}
+    assert all("failed=0" in recap[node] and "unreachable=0" in recap[node] for node in NODES), recap
 
 
 def test_down_stops_the_units_and_keeps_the_weights(h100x16, state):

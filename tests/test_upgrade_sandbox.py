@@ -1,8 +1,8 @@
 """`qwen35-prov upgrade --image` end to end on a one-node sandbox serving two replicas behind the router: the
 session's h200x8 sandbox (tests/conftest.py), which the other modules are done with, rolled out again with
-`up --model 122b` (two replicas of TP 4 on the node; the model changed in place). The "new images" are TEST DOUBLE
-variants of the stand-in engine (tests/doubles/sglang_standin/build.py --variant next|broken): `next` serves,
-`broken` never reports healthy.
+`up --model 122b` (two replicas of TP 4 on the node; the model changed in place): the node is one batch of the
+rolling play, its two replicas upgraded one after the other. The "new images" are TEST DOUBLE variants of the
+stand-in engine (conftest.standin_image): `next` serves, `broken` never reports healthy.
 
 One rollout shared by every test of the module, in order: a good upgrade, validate, a broken upgrade rolled back.
 """
@@ -18,6 +18,7 @@ import yaml
 
 from qwen35_prov.sandbox import node_name
 from qwen35_prov.sandbox.podman import podman
+from conftest import standin_image
 
 pytestmark = pytest.mark.sandbox
 REPO = Path(__file__).resolve().parents[1]
@@ -28,13 +29,6 @@ NODE = node_name(CLUSTER, 0)
 
 def cli(env, *args, timeout=1500):
     return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
-
-
-def variant(name):
-    out = subprocess.run([sys.executable, str(REPO / "tests/doubles/sglang_standin/build.py"), "--variant", name,
-                          "--json"], capture_output=True, text=True, cwd=REPO, timeout=900)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout)
 
 
 def running_image(replica):
@@ -90,7 +84,7 @@ def test_the_servers_and_the_gateway_listen_on_the_nodes_own_address_only(deploy
 
 def test_upgrade_moves_every_replica_to_the_new_image(deployed):
     env, inventory, original = deployed
-    new = variant("next")
+    new = standin_image("next")
     assert new["id"] != original[1]
     r, data = upgrade(env, new)
     assert r.returncode == 0, data
@@ -116,7 +110,7 @@ def test_validate_passes_on_the_upgraded_deployment(deployed):
 def test_a_broken_image_is_rolled_back_and_the_upgrade_stops(deployed):
     env, inventory, _ = deployed
     before = [running_image(0), running_image(1)]
-    broken = variant("broken")
+    broken = standin_image("broken")
     r, data = upgrade(env, broken)
     assert r.returncode == 1 and data["status"] == "failed", data
     assert data["failed_replica"] == 0
@@ -140,7 +134,7 @@ def test_a_node_lost_mid_upgrade_is_reported_partially_changed_naming_the_draine
     there, and the undrain cannot reach the router. `upgrade` must not call that "unchanged". Last test of the
     module: the node stays down (the session's fixture removes the sandbox)."""
     env, inventory, _ = deployed
-    broken = variant("broken")   # never healthy: the upgrade is still busy with replica 0 when the node goes
+    broken = standin_image("broken")   # never healthy: the upgrade is still busy with replica 0 when the node goes
     artifacts = Path(env["QWEN35_STATE_DIR"]) / CLUSTER / "runner" / "artifacts"
     started = time.time()
 
