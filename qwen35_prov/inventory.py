@@ -168,6 +168,14 @@ def build_inventory(selection: Selection, the_plan: Plan, command: str,
         launch["gpu_ids"] = FlowList(launch["gpu_ids"])
         launch["env"] = dict(sorted({**node.env, **_network_env(host)}.items()))
         launches[node.node_name].append(launch)
+    idle = [n for n in names if not launches[n]]
+    if idle:
+        used = len(names) - len(idle)
+        raise UserError(f"{selection.name}: the plan ({len(the_plan.replicas)} replica(s) x TP {the_plan.tp} over "
+                        f"{the_plan.nodes_per_replica} node(s) each) uses {used} of the {len(names)} nodes, and "
+                        f"{', '.join(idle)} would run nothing; deploy on the nodes it uses "
+                        f"(--cluster {gpu.id}x{used * selection.spec.gpus_per_node}) or choose a model, precision "
+                        f"or --tp that fills every node")
     heads = [n for n in names if any(l["is_head"] for l in launches[n])]
     workers = [n for n in names if n not in heads]
     layout = (f"{the_plan.model.name} {the_plan.precision.upper()} on {selection.name} "

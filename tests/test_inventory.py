@@ -189,6 +189,16 @@ def test_refuses_an_ipv6_head_of_a_multinode_replica(tmp_path):
     assert r.returncode == 2 and "address fd00::1 is an IPv6 literal" in r.stderr
 
 
+def test_refuses_a_plan_that_leaves_a_whole_node_without_a_launch(tmp_path):
+    """h100x24 holds one TP-16 replica of the 397B model on two of its three nodes: the third would run nothing
+    (it used to end in a traceback)."""
+    r = run("inventory", "--cluster", "h100x24", "--fleet", str(REPO / "tests" / "golden" / "fleet.yml"),
+            "--out", str(tmp_path / "inv"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "uses 2 of the 3 nodes, and h100-c would run nothing" in r.stderr and "(--cluster h100x16)" in r.stderr
+    assert not (tmp_path / "inv").exists()
+
+
 def test_hosts_must_agree_on_the_weights_folder(tmp_path):
     fleet = tmp_path / "fleet.yml"
     fleet.write_text("hosts:\n"
