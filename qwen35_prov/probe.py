@@ -43,6 +43,7 @@ def probe_script(weights_dir: str) -> str:
         "tool() { command -v \"$1\" >/dev/null 2>&1 || return 127; \"$@\"; }",
         "sec os-release cat /etc/os-release",
         "sec kernel uname -r",
+        "sec architecture uname -m",
         "sec hostname hostname",
         f"sec nvidia-smi tool nvidia-smi {NVIDIA_QUERY}",
         f"sec amd-smi-static tool amd-smi {AMD_SMI_STATIC}",
@@ -95,6 +96,7 @@ class HostFacts:
     os_version: str | None = None
     os_name: str | None = None
     kernel: str | None = None
+    architecture: str | None = None   # `uname -m`: x86_64, aarch64 (the Grace CPUs of GB200/GB300 trays)
     hostname: str | None = None
     weights_dir_checked: str | None = None
     weights_filesystem: str | None = None   # `stat -f -c %T` of the weights folder (or its nearest parent)
@@ -118,7 +120,8 @@ class HostFacts:
             "vendor": self.vendor, "gpu_tool": self.gpu_tool, "gpu": self.gpu_kind(catalog),
             "gpu_count": self.gpu_count, "gpus": [g.as_dict() for g in self.gpus],
             "driver_version": self.driver_version, "os": self.os_name, "os_id": self.os_id,
-            "os_version": self.os_version, "kernel": self.kernel, "hostname": self.hostname,
+            "os_version": self.os_version, "kernel": self.kernel, "architecture": self.architecture,
+            "hostname": self.hostname,
             "weights_dir_checked": self.weights_dir_checked, "disk_free_bytes": self.disk_free_bytes,
             "interfaces": [i.as_dict() for i in self.interfaces], "ib_hcas": list(self.ib_hcas),
             "warnings": list(self.warnings),
@@ -148,6 +151,7 @@ def parse_probe_output(text: str) -> HostFacts:
     facts.os_id, facts.os_version = osr.get("ID"), osr.get("VERSION_ID")
     facts.os_name = osr.get("PRETTY_NAME") or " ".join(filter(None, [osr.get("NAME"), osr.get("VERSION_ID")])) or None
     facts.kernel = (ok("kernel") or "").strip() or None
+    facts.architecture = (ok("architecture") or "").strip() or None
     facts.hostname = (ok("hostname") or "").strip() or None
 
     nvidia = attempt("nvidia-smi", parse_nvidia_query_csv)
@@ -227,6 +231,9 @@ def compare(host: Host, facts: HostFacts, catalog: Catalog) -> list[str]:
         if mig:
             problems.append(f"{host.name}: MIG mode is enabled on GPU(s) {', '.join(mig)}; SGLang needs whole "
                             f"GPUs (nvidia-smi -mig 0)")
+        if kind == host.gpu and catalog.gpu(host.gpu).nvlink_domain and facts.architecture not in (None, "aarch64"):
+            problems.append(f"{host.name}: a {host.gpu.upper()} tray has Grace (aarch64) CPUs, this host is "
+                            f"{facts.architecture}")
         expected_mib = catalog.gpu(host.gpu).memory_mib
         small = [g for g in facts.gpus if g.memory_mib is not None and g.memory_mib < 0.95 * expected_mib]
         if kind == host.gpu and small:
@@ -264,6 +271,7 @@ def fleet_facts(facts: HostFacts, catalog: Catalog) -> dict[str, Any]:
         "mig_enabled": any((g.mig_mode or "").lower() == "enabled" for g in facts.gpus),
         "os": facts.os_name,
         "kernel": facts.kernel,
+        "architecture": facts.architecture,
         "weights_dir_free_gb": round(facts.disk_free_bytes / 1e9, 1) if facts.disk_free_bytes is not None else None,
         "weights_filesystem": facts.weights_filesystem,
         "interfaces": sorted(i.name for i in facts.interfaces),

@@ -79,6 +79,31 @@ def test_probe_output_captured_on_a_two_gpu_h200_server():
     assert recorded["weights_dir_free_gb"] == 137.4 and recorded["mig_enabled"] is False
 
 
+def gb200_tray_output(architecture="aarch64"):
+    """A GB200 NVL72 compute tray's probe output: a TEST DOUBLE made from the real H200 capture, its GPUs renamed
+    and multiplied to the tray's four and its architecture set (no GB200 capture exists here)."""
+    memory = CATALOG.gpu("gb200").memory_mib
+    text = ((PROBE / "h200-x2-probe-output.txt").read_text().replace("NVIDIA H200", "NVIDIA GB200")
+            .replace(", 143771, 580.159.04, 9.0,", f", {memory}, 580.159.04, 10.0,"))
+    begin, end = "@@qwen35-probe begin nvidia-smi\n", "\n@@qwen35-probe end nvidia-smi"
+    head, rest = text.split(begin)
+    rows, tail = rest.split(end, 1)
+    first = rows.strip().splitlines()[0]
+    four = "\n".join(first.replace("0, ", f"{i}, ", 1) for i in range(4))
+    return (head + begin + four + "\n" + end + tail
+            + f"@@qwen35-probe begin architecture\n{architecture}\n\n@@qwen35-probe end architecture 0\n")
+
+
+def test_a_gb200_tray_is_recognised_by_its_gpus_and_grace_cpu():
+    facts = parse_probe_output(gb200_tray_output())
+    assert facts.gpu_kind(CATALOG) == "gb200" and facts.gpu_count == 4 and facts.architecture == "aarch64"
+    tray = Host(name="tray-01", address="10.20.0.11", gpu="gb200", gpu_count=4)
+    assert compare(tray, facts, CATALOG) == []
+    assert fleet_facts(facts, CATALOG)["architecture"] == "aarch64"
+    x86 = parse_probe_output(gb200_tray_output("x86_64"))
+    assert compare(tray, x86, CATALOG) == ["tray-01: a GB200 tray has Grace (aarch64) CPUs, this host is x86_64"]
+
+
 def test_probe_script_sections_round_trip_through_sh(tmp_path):
     """The script runs under sh here (no GPU tools): every section ends with its exit status."""
     import subprocess
@@ -89,6 +114,7 @@ def test_probe_script_sections_round_trip_through_sh(tmp_path):
     sections = split_sections(out.stdout)
     assert sections["nvidia-smi"][0] == 127 and sections["amd-smi-static"][0] == 127
     assert sections["kernel"][0] == 0 and sections["kernel"][1].strip()
+    assert sections["architecture"] == (0, __import__("platform").machine())
     facts = parse_probe_output(out.stdout)
     assert facts.weights_dir_checked == str(tmp_path)  # the nearest folder that exists
     assert facts.disk_free_bytes and facts.disk_free_bytes > 0
@@ -217,7 +243,8 @@ def test_pci_count_before_the_driver_is_installed():
 @pytest.mark.parametrize("name,kind", [
     ("NVIDIA H100 80GB HBM3", "h100"), ("NVIDIA H100 NVL", "h100"), ("NVIDIA H200", "h200"),
     ("NVIDIA H200 NVL", "h200"), ("NVIDIA B200", "b200"), ("AMD Instinct MI300X OAM", "mi300x"),
-    ("AMD Instinct MI325X", "mi325x"), ("AMD Instinct MI355X", "mi355x"), ("NVIDIA A100-SXM4-80GB", None),
+    ("AMD Instinct MI325X", "mi325x"), ("AMD Instinct MI355X", "mi355x"), ("NVIDIA GB200", "gb200"),
+    ("NVIDIA GB300", "gb300"), ("NVIDIA A100-SXM4-80GB", None),
     ("NVIDIA GeForce RTX 4090", None),
 ])
 def test_gpu_names_to_catalog_kinds(name, kind):
