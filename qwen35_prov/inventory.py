@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import json
 import os
 import re
@@ -72,6 +73,8 @@ _Dumper.add_representer(
     FlowList, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True))
 
 
+#: the IMEX channels a rack-scale NVLink tray makes and passes into the SGLang container (NCCL uses channel 0)
+IMEX_CHANNELS = [0]
 #: where a sandbox fleet's stand-in settings go: loaded after the plan's group_vars, before zz-upgrade.yml
 STANDINS_FILE = "group_vars/qwen35_nodes/zz-standins.yml"
 
@@ -229,6 +232,8 @@ def build_inventory(selection: Selection, the_plan: Plan, command: str,
             "qwen35_gpus_per_node": selection.spec.gpus_per_node,
             # 8-GPU HGX boards of NVSwitch kinds need the fabric manager, pinned to the driver version
             "qwen35_nvswitch": bool(gpu.nvswitch and selection.spec.gpus_per_node == 8),
+            "qwen35_nvlink_domain": gpu.nvlink_domain,
+            **_imex(the_plan, by_name),
         })
     floor = nccl_floor(gpu.id, the_plan.nodes_per_replica, infiniband=all(h.ib_hcas for h in hosts))
     files[f"{gv}/preflight.yml"] = _header(
@@ -259,8 +264,32 @@ def build_inventory(selection: Selection, the_plan: Plan, command: str,
         # 0600 in the folder beside this inventory, and reach the nodes only as root-only files
         "qwen35_api_key": the_plan.options.api_key,
         "qwen35_secrets_dir": "{{ inventory_dir | dirname }}/secrets",
+        **({"sglang_server_imex_channels": FlowList(IMEX_CHANNELS)} if gpu.nvlink_domain else {}),
     })
     return files
+
+
+def _is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+def _imex(the_plan: Plan, by_name: dict[str, Any]) -> dict[str, Any]:
+    """The IMEX settings of a rack-scale NVLink kind's trays (GB200/GB300 NVL72): the domain is exactly this
+    cluster's trays, listed by address in the plan's node order (every tray must list the same addresses)."""
+    if not the_plan.cluster.gpu.nvlink_domain:
+        return {}
+    addresses = [by_name[name].address for name in the_plan.node_names]
+    names = [f"{name} ({address})" for name, address in zip(the_plan.node_names, addresses) if not _is_ip(address)]
+    if names:
+        raise UserError(f"{the_plan.cluster.gpu.id} trays share NVLink through NVIDIA's IMEX service, whose node list "
+                        f"takes IP addresses; give these hosts their IP address in the fleet: {', '.join(names)}")
+    return {"nvidia_driver_imex": True,
+            "nvidia_driver_imex_nodes": addresses,
+            "nvidia_driver_imex_channels": FlowList(IMEX_CHANNELS)}
 
 
 # --- choosing the hosts and planning --------------------------------------------------------------------

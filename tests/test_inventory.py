@@ -199,6 +199,37 @@ def test_refuses_a_plan_that_leaves_a_whole_node_without_a_launch(tmp_path):
     assert not (tmp_path / "inv").exists()
 
 
+GB200_FLEET = ("hosts:\n"
+               "  - {name: tray-02, address: 10.20.0.12, gpu: gb200, gpu_count: 4}\n"
+               "  - {name: tray-01, address: 10.20.0.11, gpu: gb200, gpu_count: 4}\n")
+
+
+def test_a_gb200_rack_gets_imex_over_exactly_its_trays_and_the_channel_in_its_units(tmp_path):
+    """GB200/GB300 trays share NVLink through IMEX: the driver role's node list is the cluster's trays (their
+    addresses, in the plan's node order, the same file on every tray), and the server passes channel 0 in."""
+    fleet = tmp_path / "fleet.yml"
+    fleet.write_text(GB200_FLEET)
+    r = run("inventory", "--cluster", "gb200x8", "--fleet", str(fleet), "--out", str(tmp_path / "inv"))
+    assert r.returncode == 0, r.stderr
+    group = tmp_path / "inv" / "group_vars" / "qwen35_nodes"
+    drivers = yaml.safe_load((group / "drivers.yml").read_text())
+    plan_nodes = yaml.safe_load((group / "plan.yml").read_text())["qwen35_plan"]["replica_layout"][0]["nodes"]
+    addresses = {"tray-01": "10.20.0.11", "tray-02": "10.20.0.12"}
+    assert drivers["qwen35_nvlink_domain"] is True and drivers["nvidia_driver_imex"] is True
+    assert drivers["nvidia_driver_imex_nodes"] == [addresses[n] for n in plan_nodes]
+    assert drivers["nvidia_driver_imex_channels"] == [0]
+    assert yaml.safe_load((group / "server.yml").read_text())["sglang_server_imex_channels"] == [0]
+    fleet.write_text(GB200_FLEET.replace("10.20.0.11", "tray-01.rack.example"))
+    r = run("inventory", "--cluster", "gb200x8", "--fleet", str(fleet), "--out", str(tmp_path / "inv2"))
+    assert r.returncode == 2 and "IMEX service, whose node list takes IP addresses" in r.stderr
+    assert "tray-01 (tray-01.rack.example)" in r.stderr
+
+
+def test_kinds_without_an_nvlink_domain_get_no_imex():
+    drivers = yaml.safe_load((REPO / "tests/golden/h100x32/group_vars/qwen35_nodes/drivers.yml").read_text())
+    assert drivers["qwen35_nvlink_domain"] is False and "nvidia_driver_imex" not in drivers
+
+
 def test_hosts_must_agree_on_the_weights_folder(tmp_path):
     fleet = tmp_path / "fleet.yml"
     fleet.write_text("hosts:\n"

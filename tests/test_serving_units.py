@@ -284,3 +284,15 @@ def test_the_compile_caches_live_on_the_host_and_the_plan_env_wins():
     assert run[image + 1:] == list(launch["argv"])                # the plan's command unchanged after the image
     assert F.sglang_server_cache_dirs("/c") == ["/c/sglang", "/c/deep_gemm", "/c/flashinfer"]
     assert F.sglang_server_cache_dirs("") == []
+
+
+def test_a_gb200_tray_passes_the_imex_channel_into_the_container_beside_the_plans_mnnvl_env():
+    launch = _launch("gb200x8", 1)
+    run = F.sglang_server_run_argv(
+        launch, docker="/usr/bin/docker", name="qwen35-sglang-r0", image="lmsysorg/sglang:v0.5.23",
+        device_args=["--gpus", "all"], vendor_args=[], shm_size="32g", weights_dir="/var/lib/qwen35-prov/models",
+        env_file="/etc/qwen35-prov/qwen35-sglang.env", env=launch["env"], imex_channels=[0])
+    wrapping = run[:run.index("lmsysorg/sglang:v0.5.23")]
+    assert wrapping[5:9] == ["--gpus", "all", "--device", "/dev/nvidia-caps-imex-channels/channel0"]
+    assert {"NCCL_MNNVL_ENABLE=1", "NCCL_CUMEM_ENABLE=1", "MC_FORCE_MNNVL=1"} <= set(wrapping)
+    assert "--device" not in _run(launch, ["--gpus", "all"])      # no channel unless the inventory names one

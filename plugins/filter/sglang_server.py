@@ -66,16 +66,23 @@ def sglang_server_cache_dirs(cache_dir) -> list:
     return [f"{cache_dir}/{sub}" for sub in CACHE_ENV.values()] if cache_dir else []
 
 
+#: where the driver's IMEX channel devices are (NVIDIA IMEX guide, "IMEX Channels"; roles/nvidia_driver makes them)
+IMEX_CHANNEL_DIR = "/dev/nvidia-caps-imex-channels"
+
+
 def sglang_server_run_argv(launch, *, docker, name, image, device_args, vendor_args, shm_size, weights_dir,
-                           env_file, env, extra_args=(), auth_file="", cache_dir="") -> list:
+                           env_file, env, extra_args=(), auth_file="", cache_dir="", imex_channels=()) -> list:
     """`docker run ...` for one launch: the container wrapping, then the image, then the plan's argv unchanged,
     then `--config AUTH_FILE` when the server has API keys (the file is mounted read-only at the same path).
-    CACHE_DIR (a host folder) is mounted read-write at the same path and holds the compile caches (CACHE_ENV)."""
+    CACHE_DIR (a host folder) is mounted read-write at the same path and holds the compile caches (CACHE_ENV).
+    IMEX_CHANNELS: the IMEX channel devices a multi-node NVLink tray passes in (/dev/nvidia-caps-imex-channels/)."""
     argv = [str(a) for a in launch["argv"]]
     if not argv:
         raise ValueError(f"launch of replica {launch.get('replica')} has an empty argv")
     cmd = [docker, "run", "--rm", "--name", name]
     cmd += [str(a) for a in device_args]
+    for channel in imex_channels or ():
+        cmd += ["--device", f"{IMEX_CHANNEL_DIR}/channel{int(channel)}"]
     cmd += [str(a) for a in vendor_args]
     cmd += ["--ipc=host", "--shm-size", str(shm_size), "--network", "host"]
     cmd += ["-v", f"{weights_dir}:{weights_dir}:ro", "--env-file", env_file]

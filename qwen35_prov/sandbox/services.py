@@ -203,6 +203,9 @@ def start_services(name: str, progress=lambda _m: None) -> dict[str, Any]:
         "sglang_image_archive": image["tarball"],
         "sglang_image_digest": image["id"],
         "sglang_server_device_args_override": [],
+        # no NVIDIA module in a node, so no IMEX channel device to pass in (GB200/GB300 sandboxes still get the
+        # IMEX service's stand-in package, node list and channel unit from the driver role)
+        "sglang_server_imex_channels": [],
         # the stand-in loads no weights: a head that is not up within minutes never will be, and one that is
         # answers within seconds (a real server's 10 s polls would be most of the wait here)
         "sglang_server_ready_timeout": 300,

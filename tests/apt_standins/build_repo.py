@@ -12,8 +12,8 @@ version pinning, holds, fabric-manager matching, handlers and idempotence for re
 The web root it writes mirrors the vendors' URL layout, so a role's single mirror-base variable is all a
 test changes:
 
-    OUT/compute/cuda/repos/{debian12,ubuntu2204,ubuntu2404}/x86_64/   flat repo (like NVIDIA's)
-    OUT/libnvidia-container/stable/deb/amd64/                         flat repo (like nvidia.github.io)
+    OUT/compute/cuda/repos/{debian12,ubuntu2204,ubuntu2404}/{x86_64,sbsa}/   flat repo (like NVIDIA's)
+    OUT/libnvidia-container/stable/deb/{amd64,arm64}/                       flat repo (like nvidia.github.io)
     OUT/libnvidia-container/gpgkey
     OUT/amdgpu/30.30/ubuntu/dists/{jammy,noble}/...                  dists repo (like repo.radeon.com)
     OUT/rocm/rocm.gpg.key
@@ -278,6 +278,9 @@ def fabricmanager(version: str) -> list[Pkg]:
             provides=[f"nvidia-fabricmanager-{b} (= {v})"], service="nvidia-fabricmanager.service"),
         Pkg("libnvidia-nscq", v, "NVIDIA's NVSwitch Configuration and Query library",
             provides=[f"libnvidia-nscq-{b} (= {v})"]),
+        # the IMEX service of multi-node NVLink racks (GB200/GB300 NVL72), like the fabric manager unsuffixed
+        Pkg("nvidia-imex", v, "NVIDIA's IMEX service for NVLink multi-node systems",
+            provides=[f"nvidia-imex-{b} (= {v})"], service="nvidia-imex.service"),
     ]
 
 
@@ -385,15 +388,19 @@ def build(out: Path, sign: bool = True) -> None:
         cuda = out / "compute" / "cuda" / "repos"
         for distro, pkgset in (("debian12", cuda_debian12), ("ubuntu2204", cuda_ubuntu),
                                ("ubuntu2404", cuda_ubuntu)):
-            repo = cuda / distro / "x86_64"
-            flat_repo(repo, pkgset(DRIVER_VERSION) + pkgset(DRIVER_VERSION_NEWER), work, signer,
-                      f"TEST DOUBLE of NVIDIA CUDA {distro}")
-            if key:
-                (repo / "qwen35-standins.pub").write_bytes(key)
+            # sbsa: the arm64 servers' folder (Grace trays of GB200/GB300); its stand-in packages are the same
+            # amd64 ones, since the test nodes are x86_64 containers told they are aarch64
+            for arch in ("x86_64", "sbsa"):
+                repo = cuda / distro / arch
+                flat_repo(repo, pkgset(DRIVER_VERSION) + pkgset(DRIVER_VERSION_NEWER), work, signer,
+                          f"TEST DOUBLE of NVIDIA CUDA {distro}/{arch}")
+                if key:
+                    (repo / "qwen35-standins.pub").write_bytes(key)
         nct = out / "libnvidia-container"
-        flat_repo(nct / "stable" / "deb" / "amd64",
-                  container_toolkit(TOOLKIT_VERSION) + container_toolkit(TOOLKIT_VERSION_OLDER), work, signer,
-                  "TEST DOUBLE of libnvidia-container")
+        for arch in ("amd64", "arm64"):
+            flat_repo(nct / "stable" / "deb" / arch,
+                      container_toolkit(TOOLKIT_VERSION) + container_toolkit(TOOLKIT_VERSION_OLDER), work, signer,
+                      f"TEST DOUBLE of libnvidia-container ({arch})")
         amd = out / "amdgpu" / AMDGPU_REPO / "ubuntu"
         for suite, suffix in (("jammy", "22.04"), ("noble", "24.04")):
             dists_repo(amd, suite, "main", amdgpu(suffix), work, signer, f"TEST DOUBLE of amdgpu {AMDGPU_REPO}")
