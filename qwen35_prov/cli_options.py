@@ -8,6 +8,7 @@ import json
 import sys
 from typing import Any
 
+from .catalog import load_catalog
 from .options import DEFAULT_CONTEXT_LENGTH, MAX_CONTEXT_LENGTH, MIN_CONTEXT_LENGTH, PlanOptions
 
 
@@ -31,7 +32,10 @@ def whole_int(text: str) -> int:
 def add_plan_options(p: argparse.ArgumentParser) -> None:
     """The options that shape a plan; shared by every command that plans."""
     g = p.add_argument_group("plan options")
-    g.add_argument("--model", default="397b", help="model variant: 397b 122b 35b 27b 9b 4b 2b 0.8b (default 397b)")
+    models = " ".join(load_catalog().models)
+    g.add_argument("--model", default="397b",
+                   help=f"model variant, its family in its name (3.6-*: Qwen3.6, the others Qwen3.5): {models} "
+                        "(default 397b; `qwen35-prov catalog` shows where each runs)")
     g.add_argument("--precision", default="bf16", choices=("bf16", "fp8", "fp4"), help="checkpoint precision (default bf16)")
     g.add_argument("--mtp", action=argparse.BooleanOptionalAction, default=True,
                    help="multi-token prediction (speculative decoding); on by default")

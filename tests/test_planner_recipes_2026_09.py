@@ -199,3 +199,39 @@ def test_kv_offload_elsewhere_is_refused_naming_where_it_exists(cluster, opts):
 def test_kv_offload_choices():
     with pytest.raises(UserError, match="allowed disabled, hicache"):
         PlanOptions(kv_offload="lmcache")
+
+
+# --- section 5: Qwen3.6, from the same catalog ---------------------------------------------------------------
+
+QWEN36 = {"3.6-35b": ("Qwen3.6-35B-A3B", True), "3.6-27b": ("Qwen3.6-27B", False)}
+EAGLE = ["--speculative-algorithm", "EAGLE", "--speculative-num-steps", "3", "--speculative-eagle-topk", "1",
+         "--speculative-num-draft-tokens", "4"]
+
+
+@pytest.mark.parametrize("model", QWEN36)
+@pytest.mark.parametrize("gpu,precision", [(g, p) for g in ("h100", "h200", "b200", "b300") for p in ("bf16", "fp8")]
+                         + [(g, "fp4") for g in ("b200", "b300")])
+@pytest.mark.parametrize("mtp", [True, False])
+def test_qwen36_cells_are_tp1_with_eagle_trtllm_on_blackwell_and_cutlass_experts_for_nvfp4(model, gpu, precision, mtp):
+    p = plan(f"{gpu}x1", PlanOptions(model=model, precision=precision, mtp=mtp))
+    name, moe = QWEN36[model]
+    argv = list(p.nodes[0].argv)
+    assert p.tp == 1 and p.ep is None and "--tp-size" not in argv and "--expert-parallel-size" not in argv
+    suffix = {"bf16": "", "fp8": "-FP8", "fp4": "-NVFP4"}[precision]
+    assert p.repo == ("nvidia/" if precision == "fp4" else "Qwen/") + name + suffix
+    assert contains(argv, EAGLE) == mtp and "NEXTN" not in argv
+    if mtp:
+        assert value(argv, "--mamba-radix-cache-strategy") == "extra_buffer"
+    if gpu in ("b200", "b300"):
+        assert value(argv, "--attention-backend") == "trtllm_mha"
+    assert (value(argv, "--moe-runner-backend") == "flashinfer_cutlass") == (precision == "fp4" and moe)
+    assert "--mem-fraction-static" not in argv       # the addendum gives none
+
+
+@pytest.mark.parametrize("cluster,precision,message", [
+    ("mi355xx1", "bf16", "no recipe for 3.6-35b BF16 on mi355x"),     # no AMD cells upstream
+    ("h100x1", "fp4", "FP4 needs a GPU with FP4 support"),             # NVFP4 needs Blackwell
+])
+def test_qwen36_is_refused_where_upstream_has_no_cell(cluster, precision, message):
+    with pytest.raises(UserError, match=message):
+        plan(cluster, PlanOptions(model="3.6-35b", precision=precision))

@@ -113,7 +113,8 @@ def test_every_rendered_command_parses(parser, sglang_warnings):
             else:
                 assert args.model_loader_extra_config in (None, "{}")
             checked += 1
-    # 8 models, every precision and GPU the matrix lists, MTP on and off, two cluster sizes, every node
+    # every model (Qwen3.5 and Qwen3.6), every precision and GPU the matrix lists, MTP on and off, two cluster
+    # sizes, every node
     assert checked > 300, checked
     assert kinds == set(load_catalog().gpus), kinds
 
