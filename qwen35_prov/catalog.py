@@ -39,6 +39,7 @@ class Gpu:
     mm_attention_backend: str | None
     gpus_per_node: int = 8
     nvlink_domain: bool = False
+    host_architecture: str | None = None   # the CPU every host of this kind has (`uname -m`), where it is one
 
     @property
     def memory_bytes(self) -> int:
@@ -185,6 +186,7 @@ def parse_gpus(doc: Mapping[str, Any]) -> dict[str, Gpu]:
             mm_attention_backend=_optional(where, raw, "mm_attention_backend", str),
             gpus_per_node=_optional(where, raw, "gpus_per_node", int) or 8,
             nvlink_domain=_optional(where, raw, "nvlink_domain", bool) or False,
+            host_architecture=_optional(where, raw, "host_architecture", str),
         )
     return gpus
 

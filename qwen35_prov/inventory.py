@@ -233,6 +233,8 @@ def build_inventory(selection: Selection, the_plan: Plan, command: str,
             # 8-GPU HGX boards of NVSwitch kinds need the fabric manager, pinned to the driver version
             "qwen35_nvswitch": bool(gpu.nvswitch and selection.spec.gpus_per_node == 8),
             "qwen35_nvlink_domain": gpu.nvlink_domain,
+            # the CPU architecture every host of this kind has (validate checks it), where the GPU fixes one
+            "qwen35_host_architecture": gpu.host_architecture,
             **_imex(the_plan, by_name),
         })
     floor = nccl_floor(gpu.id, the_plan.nodes_per_replica, infiniband=all(h.ib_hcas for h in hosts))

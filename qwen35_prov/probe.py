@@ -231,9 +231,9 @@ def compare(host: Host, facts: HostFacts, catalog: Catalog) -> list[str]:
         if mig:
             problems.append(f"{host.name}: MIG mode is enabled on GPU(s) {', '.join(mig)}; SGLang needs whole "
                             f"GPUs (nvidia-smi -mig 0)")
-        if kind == host.gpu and catalog.gpu(host.gpu).nvlink_domain and facts.architecture not in (None, "aarch64"):
-            problems.append(f"{host.name}: a {host.gpu.upper()} tray has Grace (aarch64) CPUs, this host is "
-                            f"{facts.architecture}")
+        cpu = catalog.gpu(host.gpu).host_architecture
+        if kind == host.gpu and cpu and facts.architecture and facts.architecture != cpu:
+            problems.append(f"{host.name}: a {host.gpu.upper()} host has {cpu} CPUs, this host is {facts.architecture}")
         expected_mib = catalog.gpu(host.gpu).memory_mib
         small = [g for g in facts.gpus if g.memory_mib is not None and g.memory_mib < 0.95 * expected_mib]
         if kind == host.gpu and small:

@@ -131,7 +131,7 @@ def test_hosts_that_match_the_plan_pass(sshd, tmp_path):
     inv, _ = _inventory(sshd, tmp_path)
     r = playbook(inv)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "h200-box                   : ok=5" in r.stdout and "unreachable=0" in r.stdout
+    assert "h200-box                   : ok=6" in r.stdout and "unreachable=0" in r.stdout
 
 
 @pytest_ssh

@@ -27,6 +27,19 @@ def test_a_matching_host_has_no_errors():
     assert qv.host_errors("h", {"rc": 0, "stdout": H200_CSV}, DISK_OK, "", EXPECT_H200) == []
 
 
+def test_a_gb200_tray_is_recognised_by_its_gpus_and_its_grace_cpu():
+    """A GB200 tray: nvidia-smi's GPU name (TEST DOUBLE: the H200 capture renamed, four GPUs, GB200 memory) and the
+    architecture uname reports; where the GPU kind fixes none, the architecture is not checked."""
+    row = H200_CSV.strip().splitlines()[0].replace("NVIDIA H200", "NVIDIA GB200").replace("143771", "177383")
+    four = "\n".join(row.replace("0, ", f"{i}, ", 1) for i in range(4)) + "\n"
+    tray = {**EXPECT_H200, "kind": "gb200", "count": 4, "memory_mib": 177383, "architecture": "aarch64"}
+    assert qv.host_errors("t", {"rc": 0, "stdout": four, "architecture": "aarch64\n"}, DISK_OK, "", tray) == []
+    assert qv.host_errors("t", {"rc": 0, "stdout": four, "architecture": "x86_64\n"}, DISK_OK, "", tray) == [
+        "t: gb200 hosts have aarch64 CPUs, this host is x86_64"]
+    assert qv.host_errors("h", {"rc": 0, "stdout": H200_CSV, "architecture": "aarch64"}, DISK_OK, "",
+                          {**EXPECT_H200, "architecture": None}) == []
+
+
 def test_gpu_kind_count_memory_and_mig():
     eight = {**EXPECT_H200, "count": 8}
     assert qv.host_errors("h", {"rc": 0, "stdout": H200_CSV}, DISK_OK, "", eight) == [

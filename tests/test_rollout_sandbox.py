@@ -415,3 +415,32 @@ def test_a_single_node_amd_cluster(state):
         assert [(g["index"], g["total_mib"]) for g in row["gpu_memory"]] == [(i, 196608) for i in range(8)]
     finally:
         destroy("mi300xx8")
+
+
+def test_a_gb200_rack_serves_over_two_trays_with_imex_and_the_mnnvl_environment(state):
+    """Two GB200 NVL72 compute trays (4 GPUs each; the TEST DOUBLE nvidia-smi reports GB200): one TP-8 replica
+    over both. The driver role installs the IMEX stand-in package, lists both trays in IMEX's node list, the same
+    on each, and enables IMEX and the channel unit (not started: no NVIDIA module in a container, so no channel
+    device, which the sandbox's units therefore do not pass in); both trays' units carry the plan's multi-node
+    NVLink environment; the replica serves and validate passes."""
+    destroy("gb200x8")
+    try:
+        r, summary = up_json(state, "gb200x8")
+        assert r.returncode == 0, summary["failures"]
+        assert len(summary["endpoints"]) == 1
+        inv = Path(state["QWEN35_STATE_DIR"]) / "gb200x8" / "inventory"
+        trays = yaml.safe_load((inv / "group_vars/qwen35_nodes/drivers.yml").read_text())["nvidia_driver_imex_nodes"]
+        hosts = yaml.safe_load((inv / "hosts.yml").read_text())["all"]["children"]["qwen35_nodes"]["hosts"]
+        assert trays == [hosts[node_name("gb200x8", i)]["ansible_host"] for i in (0, 1)]
+        for index in (0, 1):
+            unit = in_node("gb200x8", index, "systemctl", "cat", "qwen35-sglang-r0.service").stdout
+            assert {"NCCL_MNNVL_ENABLE=1", "NCCL_CUMEM_ENABLE=1", "MC_FORCE_MNNVL=1"} <= set(unit.split()), unit
+            assert "--nnodes 2" in unit and "/dev/nvidia-caps-imex-channels" not in unit
+            assert in_node("gb200x8", index, "cat", "/etc/nvidia-imex/nodes_config.cfg").stdout.split() == trays
+            enabled = in_node("gb200x8", index, "systemctl", "is-enabled", "nvidia-imex.service",
+                              "qwen35-imex-channels.service").stdout.split()
+            assert enabled == ["enabled", "enabled"]
+        assert cli(state, "validate", "--cluster", "gb200x8").returncode == 0
+    finally:
+        destroy("gb200x8")
+

@@ -260,8 +260,9 @@ def _listeners(stdout):
 
 
 def host_errors(host, gpu, disk, ports, expect, options=None):
-    """One host's problems. gpu: {tool, rc, stdout, pci}; disk: 'DIR AVAIL PRESENT'; ports: listener output;
-    expect: {vendor, kind, count, memory_mib, weights_gb, ports: {port: what}}."""
+    """One host's problems. gpu: {tool, rc, stdout, pci, architecture (uname -m)}; disk: 'DIR AVAIL PRESENT';
+    ports: listener output; expect: {vendor, kind, count, memory_mib, weights_gb, ports: {port: what},
+    architecture (the CPU every host of the kind has, or None)}."""
     options = options or {}
     errors = []
     vendor, kind, count = expect["vendor"], expect["kind"], int(expect["count"])
@@ -299,6 +300,10 @@ def host_errors(host, gpu, disk, ports, expect, options=None):
         if found != count:
             errors.append(f"{host}: the plan needs {want}, the PCI bus shows {found} {vendor} GPU(s) "
                           f"({tool} not installed yet, so the kind is not checked)")
+
+    want_cpu, have_cpu = expect.get("architecture"), (gpu.get("architecture") or "").strip()
+    if want_cpu and have_cpu and have_cpu != want_cpu:
+        errors.append(f"{host}: {kind} hosts have {want_cpu} CPUs, this host is {have_cpu}")
 
     parts = (disk or "").split()
     if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():

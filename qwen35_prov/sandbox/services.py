@@ -206,6 +206,8 @@ def start_services(name: str, progress=lambda _m: None) -> dict[str, Any]:
         # no NVIDIA module in a node, so no IMEX channel device to pass in (GB200/GB300 sandboxes still get the
         # IMEX service's stand-in package, node list and channel unit from the driver role)
         "sglang_server_imex_channels": [],
+        # the nodes are x86_64 containers standing in for hosts of any kind (GB200 trays are aarch64)
+        "qwen35_host_architecture": None,
         # the stand-in loads no weights: a head that is not up within minutes never will be, and one that is
         # answers within seconds (a real server's 10 s polls would be most of the wait here)
         "sglang_server_ready_timeout": 300,
