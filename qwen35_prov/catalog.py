@@ -14,7 +14,7 @@ from .errors import CatalogError, UserError
 PRECISIONS = ("bf16", "fp8", "fp4")
 VENDORS = ("nvidia", "amd")
 RULE_FACTS = (
-    "vendor", "gpu", "precision", "model", "moe", "mtp", "mamba_v2", "tp_gt_1", "has_ep", "has_mem",
+    "vendor", "gpu", "precision", "model", "family", "moe", "mtp", "mamba_v2", "tp_gt_1", "has_ep", "has_mem",
     "multinode", "reasoning_parser", "tool_call_parser", "kv_offload",
     # the deployment's (recipes.yaml deployment_rules)
     "loader_threads_default", "mm_attention_backend", "base_gpu_id", "cuda_ipc_transport", "weights_on_network",
@@ -61,6 +61,7 @@ class Checkpoint:
 class Model:
     id: str
     name: str
+    family: str          # the model family (Qwen3.5, Qwen3.6): a fact the rules test
     moe: bool
     total_params_b: float
     active_params_b: float
@@ -210,6 +211,7 @@ def parse_models(doc: Mapping[str, Any]) -> dict[str, Model]:
         models[model_id] = Model(
             id=model_id,
             name=_require(where, raw, "name", str),
+            family=_require(where, raw, "family", str),
             moe=_require(where, raw, "moe", bool),
             total_params_b=_require(where, raw, "total_params_b", (int, float)),
             active_params_b=_require(where, raw, "active_params_b", (int, float)),

@@ -32,10 +32,12 @@ def whole_int(text: str) -> int:
 def add_plan_options(p: argparse.ArgumentParser) -> None:
     """The options that shape a plan; shared by every command that plans."""
     g = p.add_argument_group("plan options")
-    models = " ".join(load_catalog().models)
+    families: dict[str, list[str]] = {}
+    for model in load_catalog().models.values():
+        families.setdefault(model.family, []).append(model.id)
+    models = "; ".join(f"{family}: {' '.join(ids)}" for family, ids in families.items())
     g.add_argument("--model", default="397b",
-                   help=f"model variant, its family in its name (3.6-*: Qwen3.6, the others Qwen3.5): {models} "
-                        "(default 397b; `qwen35-prov catalog` shows where each runs)")
+                   help=f"model variant ({models}; default 397b; `qwen35-prov catalog` shows where each runs)")
     g.add_argument("--precision", default="bf16", choices=("bf16", "fp8", "fp4"), help="checkpoint precision (default bf16)")
     g.add_argument("--mtp", action=argparse.BooleanOptionalAction, default=True,
                    help="multi-token prediction (speculative decoding); on by default")

@@ -89,7 +89,8 @@ def launch_for_node(*, recipes: RecipeBook, gpu: Gpu, model: Model, precision: s
     parsers = {"reasoning_parser": recipes.parsers["reasoning"] if options.reasoning_parser else None,
                "tool_call_parser": recipes.parsers["tool_call"] if options.tool_call_parser else None}
     facts = {
-        "vendor": gpu.vendor, "gpu": gpu.id, "precision": precision, "model": model.id, "moe": model.moe,
+        "vendor": gpu.vendor, "gpu": gpu.id, "precision": precision, "model": model.id, "family": model.family,
+        "moe": model.moe,
         "mtp": options.mtp, "mamba_v2": mamba_v2, "tp_gt_1": tp > 1, "has_ep": ep is not None,
         "has_mem": mem is not None, "multinode": nnodes > 1,
         "reasoning_parser": options.reasoning_parser, "tool_call_parser": options.tool_call_parser,

@@ -62,7 +62,8 @@ def _checkpoint(model: Model, precision: str, gpu: Gpu):
 
 def _mamba_v2(recipes: RecipeBook, options: PlanOptions, gpu: Gpu, model: Model) -> bool:
     """The recipes' mamba_cache table: the first entry matching the plan allows some choices and has a default."""
-    facts = {"vendor": gpu.vendor, "gpu": gpu.id, "model": model.id, "moe": model.moe, "mtp": options.mtp}
+    facts = {"vendor": gpu.vendor, "gpu": gpu.id, "model": model.id, "family": model.family, "moe": model.moe,
+             "mtp": options.mtp}
     entry = next(e for e in recipes.mamba_cache if condition_matches(e.when, facts))
     choice = options.mamba_cache or entry.default
     if choice not in entry.allowed:
